@@ -1,0 +1,176 @@
+"""Settings: IMPORTER_* environment variables, or the same keys in importer.toml.
+
+Nothing is read at import time; `load_settings()` is called by the CLI's commands.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from importer.errors import ConfigError
+
+ENV_PREFIX = "IMPORTER_"
+
+
+class Settings(BaseSettings):
+    """Every key, with the default that the embedded setup runs on."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    data_dir: Path = Path("./importer-data")
+    database_url: str = ""  # default: sqlite:///<data_dir>/importer.db
+    gearman_servers: str = "127.0.0.1:4730"
+    mail_url: str = ""  # default: maildir://<data_dir>/mail
+    mail_from: str = "importer@localhost"
+    secret_keys: str = ""  # "kid:secret,..." newest first; generated when unset
+    allowed_roots: str = ""  # ":"-separated; empty means "the paths given to submit"
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    # Limits and timing (see README, "Configuration").
+    job_ttl_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    page_timeout_seconds: float = Field(default=120.0, gt=0)
+    document_timeout_seconds: float = Field(default=3600.0, gt=0)
+    max_file_mb: int = Field(default=512, gt=0)
+    max_pages: int = Field(default=5000, gt=0)
+    max_page_megapixels: float = Field(default=200.0, gt=0)
+    child_memory_mb: int = Field(default=4096, gt=0)
+    child_cpu_seconds: int = Field(default=3600, gt=0)
+    max_attempts: int = Field(default=3, gt=0)
+    lease_seconds: int = Field(default=300, gt=0)
+    gearmand_job_retries: int = Field(default=3, gt=0)
+    ocr_dpi: int = Field(default=300, ge=72, le=600)
+
+    @field_validator("gearman_servers")
+    @classmethod
+    def _servers_parse(cls, value: str) -> str:
+        for item in _split(value, ","):
+            host, _, port = item.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{item!r} is not host:port (example: 127.0.0.1:4730)")
+        if not _split(value, ","):
+            raise ValueError("no server given (example: 127.0.0.1:4730)")
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _keys_parse(cls, value: str) -> str:
+        for item in _split(value, ","):
+            kid, sep, secret = item.partition(":")
+            if not sep or not kid or len(secret) < 16:
+                raise ValueError("each key is kid:secret with a secret of 16 characters or more")
+        return value
+
+    # Derived values -----------------------------------------------------------------
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'importer.db').resolve()}"
+
+    @property
+    def resolved_mail_url(self) -> str:
+        if self.mail_url:
+            return self.mail_url
+        return f"maildir://{(self.data_dir / 'mail').resolve()}"
+
+    @property
+    def servers(self) -> list[tuple[str, int]]:
+        out = []
+        for item in _split(self.gearman_servers, ","):
+            host, _, port = item.rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
+
+    @property
+    def gearman_servers_explicit(self) -> bool:
+        """Whether the operator named gearmand, so `run` must not start a private one."""
+        return "gearman_servers" in self.model_fields_set
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca and self.tls_cert and self.tls_key)
+
+    @property
+    def roots(self) -> list[Path]:
+        return [Path(p).resolve() for p in _split(self.allowed_roots, ":")]
+
+    def keyring(self) -> list[tuple[str, bytes]]:
+        """Signing keys, newest first; generated into the data dir on first use."""
+        text = self.secret_keys or _generated_keys(self.data_dir)
+        ring = []
+        for item in _split(text, ","):
+            kid, _, secret = item.partition(":")
+            ring.append((kid, secret.encode()))
+        return ring
+
+
+def _split(value: str, sep: str) -> list[str]:
+    return [part.strip() for part in value.split(sep) if part.strip()]
+
+
+def _generated_keys(data_dir: Path) -> str:
+    path = data_dir / "secret_keys"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        line = f"k1:{secrets.token_urlsafe(32)}"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(line + "\n")
+        try:
+            os.link(tmp, path)  # first writer wins when several processes start at once
+        except FileExistsError:
+            pass
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
+
+
+def _toml_values(path: Path) -> dict[str, Any]:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"IMPORTER_CONFIG names {path}, which does not exist: create it or unset IMPORTER_CONFIG"
+        ) from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from e
+    values = {}
+    for key, value in raw.items():
+        name = key.lower().removeprefix(ENV_PREFIX.lower())
+        values[name] = value
+    return values
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from importer.toml (if IMPORTER_CONFIG names one), then the environment.
+
+    The environment wins over the file; explicit overrides win over both.
+    """
+    file_values: dict[str, Any] = {}
+    config_path = os.environ.get("IMPORTER_CONFIG")
+    if config_path:
+        file_values = _toml_values(Path(config_path))
+    env_names = {k.lower().removeprefix(ENV_PREFIX.lower()) for k in os.environ if k.startswith(ENV_PREFIX)}
+    init = {k: v for k, v in file_values.items() if k not in env_names}
+    init.update(overrides)
+    try:
+        return Settings(**init)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ENV_PREFIX + "_".join(str(p) for p in first["loc"]).upper()
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(
+                f"unknown setting {key} (in {config_path or 'the environment'}): "
+                "see the README's Configuration table for the keys"
+            ) from e
+        raise ConfigError(f"{key}: {first['msg']}") from e

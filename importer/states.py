@@ -1,0 +1,41 @@
+"""Every state a document or a batch can be in, named once.
+
+The same enum backs the database column, the CLI output and the e-mail.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DocStatus(StrEnum):
+    queued = "queued"  # recorded and enqueued (or waiting for its next attempt)
+    running = "running"  # claimed by a worker holding a lease
+    done = "done"  # every page stored
+    failed = "failed"  # a permanent failure with its reason (not a PDF, encrypted, ...)
+    dead = "dead"  # out of attempts after transient failures
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({DocStatus.done, DocStatus.failed, DocStatus.dead})
+UNFINISHED = frozenset({DocStatus.queued, DocStatus.running})
+
+
+class PageSource(StrEnum):
+    ocr = "ocr"
+    text_layer = "text-layer"
+
+
+class Priority(StrEnum):
+    high = "high"
+    normal = "normal"
+    low = "low"
+
+
+class NotifyMode(StrEnum):
+    batch = "batch"
+    each = "each"
+    none = "none"

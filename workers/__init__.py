@@ -1,0 +1,1 @@
+"""The processing side: the Gearman worker loop, its supervisor and the OCR engine."""
