@@ -5,6 +5,7 @@ Nothing is read at import time; `load_settings()` is called by the CLI's command
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import tomllib
@@ -123,14 +124,12 @@ def _generated_keys(data_dir: Path) -> str:
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         line = f"k1:{secrets.token_urlsafe(32)}"
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(line + "\n")
-        try:
+        with contextlib.suppress(FileExistsError):
             os.link(tmp, path)  # first writer wins when several processes start at once
-        except FileExistsError:
-            pass
         tmp.unlink(missing_ok=True)
     return path.read_text().strip()
 
@@ -140,7 +139,8 @@ def _toml_values(path: Path) -> dict[str, Any]:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError as e:
         raise ConfigError(
-            f"IMPORTER_CONFIG names {path}, which does not exist: create it or unset IMPORTER_CONFIG"
+            f"IMPORTER_CONFIG names {path}, which does not exist: "
+            "create it or unset IMPORTER_CONFIG"
         ) from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from e
@@ -160,7 +160,9 @@ def load_settings(**overrides: Any) -> Settings:
     config_path = os.environ.get("IMPORTER_CONFIG")
     if config_path:
         file_values = _toml_values(Path(config_path))
-    env_names = {k.lower().removeprefix(ENV_PREFIX.lower()) for k in os.environ if k.startswith(ENV_PREFIX)}
+    env_names = {
+        k.lower().removeprefix(ENV_PREFIX.lower()) for k in os.environ if k.startswith(ENV_PREFIX)
+    }
     init = {k: v for k, v in file_values.items() if k not in env_names}
     init.update(overrides)
     try:

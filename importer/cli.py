@@ -1,0 +1,369 @@
+"""The `importer` command. Exceptions become exit codes here and nowhere else."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from importer.config import Settings, load_settings
+from importer.errors import ExitCode, ImporterError
+from importer.states import NotifyMode, Priority
+
+app = typer.Typer(
+    help=(
+        "Bulk PDF OCR import on the Gearman job server.\n\n"
+        "Start here: `importer run ./pdfs --email you@example.com` does everything on this "
+        "machine (a private gearmand, local workers, SQLite, e-mail to a maildir). "
+        "For several machines, run `importer gearmand`, `importer worker` and "
+        "`importer submit` separately against the same database and gearmand."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+certs_app = typer.Typer(help="Certificates for mutual TLS between gearmand and its clients.")
+app.add_typer(certs_app, name="certs")
+
+out = Console()
+err = Console(stderr=True)
+
+Paths = Annotated[list[str], typer.Argument(help="Files or directories of PDFs.")]
+Email = Annotated[str, typer.Option("--email", help="Who gets the summary e-mail.")]
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+) -> None:
+    _setup_logging(verbose)
+
+
+@app.command()
+def submit(
+    paths: Paths,
+    email: Email,
+    no_recursive: Annotated[
+        bool, typer.Option("--no-recursive", help="Only the top level.")
+    ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Only names matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Skip names matching this glob (repeatable)."),
+    ] = None,
+    priority: Annotated[Priority, typer.Option("--priority")] = Priority.normal,
+    lang: Annotated[str, typer.Option("--lang", help="Tesseract languages, e.g. eng+deu.")] = "eng",
+    notify: Annotated[
+        NotifyMode, typer.Option("--notify", help="One e-mail per batch, per document, or none.")
+    ] = NotifyMode.batch,  # noqa: E501
+    force: Annotated[
+        bool, typer.Option("--force", help="Import again files already imported.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be submitted.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {batch_id, submitted, skipped}.")
+    ] = False,
+) -> None:
+    """Walk PATHs, record a batch, and queue one OCR job per PDF on gearmand."""
+    from importer.commands import do_submit
+
+    code = do_submit(
+        _settings(),
+        paths,
+        email,
+        recursive=not no_recursive,
+        include=include or [],
+        exclude=exclude or [],
+        priority=priority,
+        lang=lang,
+        notify=notify,
+        force=force,
+        dry_run=dry_run,
+        as_json=as_json,
+        out=out,
+        err=err,
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", min=1, help="Worker processes.")
+    ] = 1,
+    burst: Annotated[bool, typer.Option("--burst", help="Exit 0 once the queue is empty.")] = False,
+    max_jobs: Annotated[
+        int | None, typer.Option("--max-jobs", min=1, help="Each process exits after N jobs.")
+    ] = None,
+    reaper_interval: Annotated[
+        float,
+        typer.Option(
+            "--reaper-interval", min=1.0, help="Seconds between passes that requeue stale work."
+        ),
+    ] = 15.0,  # noqa: E501
+) -> None:
+    """Run OCR workers: take `import` jobs from every configured gearmand."""
+    from workers.supervisor import Supervisor, WorkerOptions, install_supervisor_signals
+
+    settings = _settings()
+    _check_database(settings)
+    sup = Supervisor(
+        settings,
+        WorkerOptions(
+            concurrency=concurrency,
+            burst=burst,
+            max_jobs=max_jobs,
+            reaper_interval=reaper_interval,
+            log_level=logging.getLogger().level or logging.INFO,
+        ),
+    )
+    install_supervisor_signals(sup)
+    err.print(f"importer worker: {concurrency} process(es) on {settings.gearman_servers}")
+    raise typer.Exit(sup.run())
+
+
+@app.command()
+def run(
+    paths: Paths,
+    email: Email,
+    workers: Annotated[
+        int, typer.Option("--workers", "-w", min=1, help="Worker processes (default: cores).")
+    ] = os.cpu_count() or 1,  # noqa: E501
+    lang: Annotated[str, typer.Option("--lang")] = "eng",
+    notify: Annotated[NotifyMode, typer.Option("--notify")] = NotifyMode.batch,
+    force: Annotated[bool, typer.Option("--force")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the final status as JSON.")
+    ] = False,
+) -> None:
+    """Everything on this machine: gearmand (private if none), workers, submit, wait, summary."""
+    from importer.run import run_all
+
+    raise typer.Exit(
+        run_all(
+            _settings(),
+            paths,
+            email,
+            workers=workers,
+            lang=lang,
+            notify=notify,
+            force=force,
+            as_json=as_json,
+            out=out,
+            err=err,
+        )
+    )
+
+
+@app.command()
+def status(
+    batch: Annotated[str | None, typer.Argument(help="A batch id: show its documents.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh every 2 s until finished.")
+    ] = False,
+) -> None:
+    """How far batches (or one batch's documents) have got."""
+    from importer.commands import show_status
+
+    settings = _settings()
+    while True:
+        finished = show_status(settings, batch, as_json=as_json, out=out, clear=watch)
+        if not watch or finished:
+            break
+        time.sleep(2)
+
+
+@app.command()
+def export(
+    batch: Annotated[str | None, typer.Argument(help="Only this batch.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl, csv or txt.")] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File (default: stdout).")
+    ] = None,
+) -> None:
+    """Write imported text: jsonl (batch_id, path, sha256, status, pages, text, error, job_id)."""
+    from importer.db.engine import open_database
+    from importer.export import write
+
+    if fmt not in ("jsonl", "csv", "txt"):
+        raise ImporterError(f"--format {fmt!r}: use jsonl, csv or txt")
+    db = open_database(_settings().resolved_database_url)
+    if output:
+        with open(output, "w", encoding="utf-8", newline="") as handle:
+            n = write(db, handle, fmt, batch)
+        err.print(f"{n} documents written to {output}")
+    else:
+        write(db, sys.stdout, fmt, batch)
+
+
+@app.command()
+def search(
+    query: str,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Full-text search over imported pages."""
+    from importer.db.engine import open_database
+    from importer.export import search as do_search
+
+    hits = do_search(open_database(_settings().resolved_database_url), query, limit)
+    if as_json:
+        out.print_json(data=hits)
+        return
+    table = Table("path", "page", "snippet")
+    for h in hits:
+        table.add_row(h["path"], str(h["page"]), h["snippet"])
+    out.print(table if hits else f"no page contains {query!r}")
+
+
+@app.command()
+def retry(batch: str) -> None:
+    """Queue a batch's failed and dead documents again, with fresh attempts."""
+    from importer.commands import do_retry
+
+    n = do_retry(_settings(), batch)
+    out.print(f"{n} documents of batch {batch} queued again")
+
+
+@app.command()
+def requeue(
+    stale: Annotated[
+        bool, typer.Option("--stale", help="Expired leases, never-sent and lost jobs.")
+    ] = False,
+) -> None:
+    """Recover work gearmand lost or a dead worker held (the reaper, once)."""
+    from importer.commands import do_requeue
+
+    if not stale:
+        raise ImporterError("say what to requeue: `importer requeue --stale`")
+    out.print(do_requeue(_settings()))
+
+
+@app.command()
+def doctor(
+    lang: Annotated[str, typer.Option("--lang", help="Languages that must be installed.")] = "eng",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check tools, services, languages and exposure; exit non-zero on any problem."""
+    from importer.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(_settings(), lang=lang, as_json=as_json, out=out))
+
+
+@app.command()
+def gearmand(
+    listen: Annotated[str, typer.Option("--listen", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 4730,
+    tls: Annotated[bool, typer.Option("--tls", help="Mutual TLS in front (stunnel).")] = False,
+    certs: Annotated[
+        Path | None, typer.Option("--certs", help="Directory from `importer certs init`.")
+    ] = None,
+    insecure_listen: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-listen-anywhere",
+            help="Allow a non-loopback address without TLS (private container networks only).",
+        ),
+    ] = False,
+) -> None:
+    """Run gearmand in the foreground: loopback, capped retries, a persistent queue."""
+    settings = _settings()
+    if tls:
+        from importer.tls import run_tls_foreground
+
+        if certs is None:
+            raise ImporterError(
+                "--tls needs --certs DIR (create one with `importer certs init DIR`)"
+            )
+        raise typer.Exit(run_tls_foreground(settings, certs, listen, port))
+    if listen not in ("127.0.0.1", "::1", "localhost") and not insecure_listen:
+        raise ImporterError(
+            f"--listen {listen} without --tls would let anyone who reaches port {port} submit jobs "
+            "and read the queue: add --tls --certs DIR (see SECURITY.md)"
+        )
+    from importer.gearmand import run_foreground
+
+    raise typer.Exit(run_foreground(settings, listen, port))
+
+
+@certs_app.command("init")
+def certs_init(
+    directory: Path,
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", help="Extra name or IP for the server certificate."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing CA.")] = False,
+) -> None:
+    """Create a private CA, a server certificate and a client certificate in DIRECTORY."""
+    from importer.certs import init_ca_dir
+
+    paths = init_ca_dir(directory, hosts=host or [], force=force)
+    out.print(f"certificates written to {directory}: {paths}")
+
+
+@certs_app.command("client")
+def certs_client(directory: Path, name: str) -> None:
+    """Issue another client certificate NAME.pem / NAME.key from the CA in DIRECTORY."""
+    from importer.certs import issue_client
+
+    pem, key = issue_client(directory, name)
+    out.print(f"client certificate {pem}, key {key}")
+
+
+def _check_database(settings: Settings) -> None:
+    from importer.db.engine import open_database
+
+    open_database(settings.resolved_database_url).engine.dispose()
+
+
+def _print_json(data: object) -> None:
+    out.print_json(json.dumps(data))
+
+
+def main() -> None:
+    try:
+        code = app(standalone_mode=False)
+    except ImporterError as e:
+        err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False)
+        sys.exit(int(e.exit_code))
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(int(ExitCode.bad_input))
+        raise
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,215 @@
+"""The bodies of `submit`, `status`, `retry` and `requeue`: collaborators built here, once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from importer.config import Settings
+from importer.db.engine import open_database
+from importer.errors import BadInput, ExitCode, GearmanUnavailable
+from importer.gearman_io import GearmanIO
+from importer.notify import validate_address
+from importer.requeue import requeue_stale, retry_batch
+from importer.states import NotifyMode, Priority
+from importer.status import documents, overview
+from importer.submit import SubmitOptions, SubmitResult, submit
+
+
+def check_lang(lang: str) -> str:
+    parts = lang.split("+")
+    if not all(p and p.replace("_", "").isalnum() and len(p) <= 32 for p in parts):
+        raise BadInput(
+            f"--lang {lang!r}: give Tesseract language codes joined by '+', e.g. eng+deu"
+        )
+    return lang
+
+
+def require_reachable(gio: GearmanIO, settings: Settings) -> None:
+    health = gio.ping()
+    if not any(h.reachable for h in health):
+        detail = "; ".join(f"{h.address}: {h.error}" for h in health)
+        raise GearmanUnavailable(
+            f"no gearmand answers at {settings.gearman_servers} ({detail}): start one with "
+            "`importer gearmand`, or set IMPORTER_GEARMAN_SERVERS"
+        )
+
+
+def do_submit(
+    settings: Settings,
+    paths: Sequence[str],
+    email: str,
+    *,
+    recursive: bool,
+    include: Sequence[str],
+    exclude: Sequence[str],
+    priority: Priority,
+    lang: str,
+    notify: NotifyMode,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+    out: Console,
+    err: Console,
+) -> int:
+    opts = SubmitOptions(
+        email=validate_address(email),
+        recursive=recursive,
+        include=include,
+        exclude=exclude,
+        priority=priority,
+        lang=check_lang(lang),
+        notify=notify,
+        force=force,
+        dry_run=dry_run,
+    )
+    db = open_database(settings.resolved_database_url)
+    gio = None
+    if not dry_run:
+        gio = GearmanIO.from_settings(settings)
+        require_reachable(gio, settings)
+    try:
+        result = submit_with_progress(settings, db, gio, paths, opts, err=err, quiet=as_json)
+    finally:
+        if gio is not None:
+            gio.close()
+    print_submit_result(result, opts, as_json=as_json, out=out)
+    if result.submitted == 0 and result.not_pdf == 0 and result.skipped == 0:
+        raise BadInput(
+            f"no PDF found in {', '.join(paths)} ({result.ignored} other files ignored): "
+            "check the path, or --include/--exclude"
+        )
+    return int(ExitCode.ok)
+
+
+def submit_with_progress(
+    settings: Settings,
+    db: object,
+    gio: GearmanIO | None,
+    paths: Sequence[str],
+    opts: SubmitOptions,
+    *,
+    err: Console,
+    quiet: bool,
+) -> SubmitResult:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.fields[seen]} files seen, {task.fields[sent]} queued"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task("submitting", seen=0, sent=0)
+        return submit(
+            db,  # type: ignore[arg-type]
+            gio,
+            settings.keyring(),
+            paths,
+            opts,
+            roots=settings.roots,
+            progress=lambda seen, sent: bar.update(task, seen=seen, sent=sent),
+        )
+
+
+def print_submit_result(
+    result: SubmitResult, opts: SubmitOptions, *, as_json: bool, out: Console
+) -> None:
+    if as_json:
+        out.print_json(data=result.as_json())
+        return
+    if opts.dry_run:
+        for path in result.would_submit:
+            out.print(path, highlight=False)
+        out.print(
+            f"dry run: {result.submitted} PDFs would be submitted, {result.skipped} skipped "
+            f"(already imported), {result.not_pdf} named .pdf but not PDFs, "
+            f"{result.ignored} other files ignored"
+        )
+        return
+    out.print(
+        f"batch [bold]{result.batch_id}[/]: {result.submitted} documents queued, "
+        f"{result.skipped} skipped (already imported), {result.not_pdf} not PDFs (recorded as "
+        f"failed), {result.ignored} other files ignored\n"
+        f"follow it with: importer status {result.batch_id or ''}"
+    )
+
+
+def show_status(
+    settings: Settings, batch: str | None, *, as_json: bool, out: Console, clear: bool = False
+) -> bool:
+    """Print status once; returns whether everything shown has finished."""
+    db = open_database(settings.resolved_database_url)
+    data = overview(db, batch)
+    if batch:
+        gio = GearmanIO.from_settings(settings)
+        try:
+            data["documents"] = documents(db, batch, gio)
+        finally:
+            gio.close()
+    finished = all(b["finished_at"] for b in data["batches"])
+    if as_json:
+        out.print_json(data=data)
+        return finished
+    if clear:
+        out.clear()
+    table = Table(
+        "batch",
+        "email",
+        "total",
+        "queued",
+        "running",
+        "done",
+        "failed",
+        "pages",
+        "created",
+        "finished",
+        title="batches",
+    )
+    for b in data["batches"]:
+        table.add_row(
+            b["id"],
+            b["email"],
+            *(str(b[k]) for k in ("total", "queued", "running", "done", "failed", "pages_done")),
+            (b["created_at"] or "")[:19],
+            (b["finished_at"] or "")[:19],
+        )
+    out.print(table)
+    if batch:
+        docs = Table("path", "job id", "status", "progress", "error", title=f"documents of {batch}")
+        for d in data["documents"]:
+            num, den = d["progress"]
+            docs.add_row(
+                d["path"], d["job_id"], d["status"], f"{num}/{den}" if den else "", d["error"] or ""
+            )
+        out.print(docs)
+    if data["rejected_jobs"]:
+        out.print(f"[yellow]{data['rejected_jobs']} forged or invalid jobs rejected by workers[/]")
+    return finished
+
+
+def do_retry(settings: Settings, batch: str) -> int:
+    db = open_database(settings.resolved_database_url)
+    overview(db, batch)  # a clear error for an unknown batch
+    gio = GearmanIO.from_settings(settings)
+    try:
+        return retry_batch(db, gio, settings.keyring(), batch)
+    finally:
+        gio.close()
+
+
+def do_requeue(settings: Settings) -> str:
+    db = open_database(settings.resolved_database_url)
+    gio = GearmanIO.from_settings(settings)
+    try:
+        r = requeue_stale(db, gio, settings.keyring())
+    finally:
+        gio.close()
+    return (
+        f"requeued {r.enqueued}: {r.lease_expired} with an expired lease, {r.never_enqueued} "
+        f"never sent, {r.lost_by_gearmand} lost by gearmand"
+    )

@@ -1,0 +1,289 @@
+"""A document's life in the database: claim, pages, finish, retry, and the batch's end.
+
+Every transition is one transaction with a guard in its WHERE clause, so two workers,
+a replayed job or a reaper on another host can never both win the same step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+
+from importer.db.engine import Database
+from importer.db.models import Batch, Document, Outbox, Page, RejectedJob, utcnow
+from importer.states import FINISHED, UNFINISHED, DocStatus, NotifyMode, PageSource
+
+
+class ClaimRefusal(StrEnum):
+    unknown = "no document recorded for this job id"
+    mismatch = "payload does not match the document recorded for this job id"
+    finished = "document already finished"
+    leased = "document is being processed by another worker"
+    not_due = "document is waiting for its next attempt"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    batch_id: str
+    path: str
+    lang: str
+    attempts: int
+    done_pages: frozenset[int]
+
+
+@dataclass(frozen=True)
+class StoredPage:
+    number: int
+    text: str
+    source: PageSource
+    confidence: float | None
+    seconds: float | None
+
+
+def claim(
+    db: Database,
+    *,
+    job_id: str,
+    path: str,
+    email: str,
+    owner: str,
+    lease_seconds: int,
+    now: datetime | None = None,
+) -> Claimed | ClaimRefusal:
+    """Take the document for this job, if the payload matches what the database recorded."""
+    now = now or utcnow()
+    with db.session(immediate=True) as s:
+        row = s.execute(
+            select(Document, Batch.email, Batch.lang)
+            .join(Batch)
+            .where(Document.job_id == job_id)
+            .with_for_update(of=Document)
+        ).first()
+        if row is None:
+            return ClaimRefusal.unknown
+        doc, batch_email, lang = row
+        if doc.path != path or batch_email != email:
+            return ClaimRefusal.mismatch
+        if doc.status in FINISHED:
+            return ClaimRefusal.finished
+        if doc.status == DocStatus.running and doc.lease_expires_at and doc.lease_expires_at > now:
+            return ClaimRefusal.leased
+        if doc.next_attempt_at and doc.next_attempt_at > now:
+            return ClaimRefusal.not_due
+        doc.status = DocStatus.running
+        doc.lease_owner = owner
+        doc.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        doc.attempts += 1
+        doc.error = None
+        doc.next_attempt_at = None
+        doc.started_at = doc.started_at or now
+        done_pages = s.scalars(select(Page.number).where(Page.document_id == doc.id)).all()
+        return Claimed(doc.id, doc.batch_id, doc.path, lang, doc.attempts, frozenset(done_pages))
+
+
+def _owned(doc_id: int, owner: str):  # type: ignore[no-untyped-def]
+    return and_(
+        Document.id == doc_id,
+        Document.status == DocStatus.running,
+        Document.lease_owner == owner,
+    )
+
+
+def set_page_count(db: Database, doc_id: int, owner: str, pages: int, lease_seconds: int) -> bool:
+    with db.session() as s:
+        result = s.execute(
+            update(Document)
+            .where(_owned(doc_id, owner))
+            .values(pages=pages, lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
+def save_pages(
+    db: Database, doc_id: int, owner: str, pages: Sequence[StoredPage], lease_seconds: int
+) -> bool:
+    """Store pages idempotently (replace by number) and extend the lease; False if lost."""
+    if not pages:
+        return True
+    with db.session() as s:
+        lease = s.execute(
+            update(Document)
+            .where(_owned(doc_id, owner))
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        )
+        if lease.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        numbers = [p.number for p in pages]
+        s.execute(delete(Page).where(Page.document_id == doc_id, Page.number.in_(numbers)))
+        s.execute(
+            insert(Page),
+            [
+                {
+                    "document_id": doc_id,
+                    "number": p.number,
+                    "text": p.text,
+                    "source": p.source,
+                    "confidence": p.confidence,
+                    "seconds": p.seconds,
+                }
+                for p in pages
+            ],
+        )
+        count = s.scalar(select(func.count()).select_from(Page).where(Page.document_id == doc_id))
+        s.execute(update(Document).where(Document.id == doc_id).values(pages_done=count))
+        return True
+
+
+def finish(
+    db: Database,
+    doc_id: int,
+    *,
+    owner: str | None,
+    status: DocStatus,
+    error: str | None = None,
+) -> bool:
+    """Record the end of a document and, in the same transaction, of its batch.
+
+    The batch row is locked first so that two workers finishing the last two documents
+    at once serialize here: exactly one of them sees none left and writes the outbox row.
+    Returns whether this call made the transition (False: the lease was lost).
+    """
+    assert status in FINISHED
+    now = utcnow()
+    with db.session(immediate=True) as s:
+        batch_id = s.scalar(select(Document.batch_id).where(Document.id == doc_id))
+        if batch_id is None:
+            return False
+        batch = s.execute(select(Batch).where(Batch.id == batch_id).with_for_update()).scalar_one()
+        guard = (
+            _owned(doc_id, owner)
+            if owner
+            else and_(Document.id == doc_id, Document.status.in_(UNFINISHED))
+        )
+        result = s.execute(
+            update(Document)
+            .where(guard)
+            .values(
+                status=status,
+                error=error,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=None,
+            )
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        doc = s.execute(select(Document.job_id).where(Document.id == doc_id)).scalar_one()
+        if batch.notify == NotifyMode.each:
+            _add_outbox(s, f"doc:{doc}", batch)
+        _close_batch_if_done(s, batch, now)
+        return True
+
+
+def _close_batch_if_done(s, batch: Batch, now: datetime) -> None:  # type: ignore[no-untyped-def]
+    left = s.scalar(
+        select(func.count())
+        .select_from(Document)
+        .where(Document.batch_id == batch.id, Document.status.in_(UNFINISHED))
+    )
+    if left == 0 and batch.finished_at is None:
+        batch.finished_at = now
+        if batch.notify == NotifyMode.batch:
+            _add_outbox(s, f"batch:{batch.id}:{now.timestamp():.6f}", batch)
+
+
+def _add_outbox(s, key: str, batch: Batch) -> None:  # type: ignore[no-untyped-def]
+    exists = s.scalar(select(Outbox.id).where(Outbox.key == key))
+    if exists is None:
+        s.add(Outbox(key=key, batch_id=batch.id, recipient=batch.email))
+
+
+def close_batch_if_done(db: Database, batch_id: str) -> None:
+    """For batches whose documents all finished at submit time (e.g. every file not a PDF)."""
+    with db.session(immediate=True) as s:
+        batch = s.execute(select(Batch).where(Batch.id == batch_id).with_for_update()).scalar_one()
+        _close_batch_if_done(s, batch, utcnow())
+
+
+def backoff_seconds(attempt: int, *, base: float = 5.0, cap: float = 600.0) -> float:
+    """Exponential backoff with full jitter."""
+    return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))  # noqa: S311
+
+
+def retry_later(
+    db: Database, doc_id: int, *, owner: str, error: str, max_attempts: int
+) -> DocStatus:
+    """A transient failure: queue the document again after a backoff, or declare it dead."""
+    with db.session() as s:
+        attempts = s.scalar(select(Document.attempts).where(_owned(doc_id, owner)))
+    if attempts is None:
+        return DocStatus.running
+    if attempts >= max_attempts:
+        reason = f"{error} (gave up after {attempts} attempts)"
+        finish(db, doc_id, owner=owner, status=DocStatus.dead, error=reason)
+        return DocStatus.dead
+    due = utcnow() + timedelta(seconds=backoff_seconds(attempts))
+    with db.session() as s:
+        s.execute(
+            update(Document)
+            .where(_owned(doc_id, owner))
+            .values(
+                status=DocStatus.queued,
+                error=error,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=due,
+                enqueued_at=None,
+            )
+        )
+    return DocStatus.queued
+
+
+def release(db: Database, doc_id: int, *, owner: str) -> None:
+    """Hand a document back untouched (shutdown): no attempt is charged."""
+    with db.session() as s:
+        s.execute(
+            update(Document)
+            .where(_owned(doc_id, owner))
+            .values(
+                status=DocStatus.queued,
+                attempts=Document.attempts - 1,
+                lease_owner=None,
+                lease_expires_at=None,
+                enqueued_at=None,
+            )
+        )
+
+
+def record_rejection(db: Database, *, unique: str | None, reason: str, worker: str) -> None:
+    with db.session() as s:
+        s.add(RejectedJob(unique=(unique or "")[:128], reason=reason, worker=worker))
+
+
+def stale_documents(db: Database, *, limit: int = 1000, now: datetime | None = None) -> list[int]:
+    """Queued documents not (or no longer) on any gearmand, and running ones whose lease ran out."""
+    now = now or utcnow()
+    with db.session() as s:
+        ids = s.scalars(
+            select(Document.id)
+            .where(
+                or_(
+                    and_(
+                        Document.status == DocStatus.queued,
+                        Document.enqueued_at.is_(None),
+                        or_(Document.next_attempt_at.is_(None), Document.next_attempt_at <= now),
+                    ),
+                    and_(Document.status == DocStatus.running, Document.lease_expires_at < now),
+                )
+            )
+            .order_by(Document.id)
+            .limit(limit)
+        ).all()
+    return list(ids)

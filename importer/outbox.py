@@ -1,0 +1,144 @@
+"""Delivering decided e-mails: each outbox row is claimed, built from the database, sent.
+
+A worker that dies between claiming and sending leaves a claim that expires; the next
+delivery pass (any worker, or the reaper) sends it then.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from email.message import EmailMessage
+
+from sqlalchemy import func, or_, select, update
+
+from importer.db.engine import Database
+from importer.db.models import Batch, Document, Outbox, Page, utcnow
+from importer.errors import ImporterError
+from importer.mail import send_message
+from importer.notify import (
+    BatchSummary,
+    DocumentSummary,
+    FailedDocument,
+    batch_message,
+    document_message,
+)
+from importer.states import DocStatus
+
+log = logging.getLogger(__name__)
+
+CLAIM = timedelta(seconds=120)
+
+
+def batch_summary(db: Database, batch_id: str) -> BatchSummary:
+    with db.session() as s:
+        batch = s.execute(select(Batch).where(Batch.id == batch_id)).scalar_one()
+        done = s.scalar(
+            select(func.count())
+            .select_from(Document)
+            .where(Document.batch_id == batch_id, Document.status == DocStatus.done)
+        )
+        pages = s.scalar(
+            select(func.count())
+            .select_from(Page)
+            .join(Document)
+            .where(Document.batch_id == batch_id, Document.status == DocStatus.done)
+        )
+        failed = s.execute(
+            select(Document.path, Document.status, Document.error)
+            .where(
+                Document.batch_id == batch_id,
+                Document.status.in_([DocStatus.failed, DocStatus.dead]),
+            )
+            .order_by(Document.path)
+        ).all()
+        total = s.scalar(
+            select(func.count()).select_from(Document).where(Document.batch_id == batch_id)
+        )
+    return BatchSummary(
+        batch_id=batch.id,
+        email=batch.email,
+        total=total or 0,
+        done=done or 0,
+        pages=pages or 0,
+        failed=[FailedDocument(p, st, err or "unknown error") for p, st, err in failed],
+        skipped=batch.skipped,
+        created_at=batch.created_at,
+        finished_at=batch.finished_at or utcnow(),
+    )
+
+
+def _document_summary(db: Database, job_id: str) -> DocumentSummary:
+    with db.session() as s:
+        doc, email = s.execute(
+            select(Document, Batch.email).join(Batch).where(Document.job_id == job_id)
+        ).one()
+    seconds = 0.0
+    if doc.started_at and doc.finished_at:
+        seconds = (doc.finished_at - doc.started_at).total_seconds()
+    return DocumentSummary(
+        batch_id=doc.batch_id,
+        job_id=doc.job_id,
+        email=email,
+        path=doc.path,
+        status=doc.status,
+        pages=doc.pages_done,
+        error=doc.error,
+        seconds=seconds,
+    )
+
+
+def _build(db: Database, row: Outbox, mail_from: str) -> EmailMessage:
+    kind, _, rest = row.key.partition(":")
+    if kind == "doc":
+        return document_message(_document_summary(db, rest), mail_from=mail_from)
+    return batch_message(batch_summary(db, row.batch_id), mail_from=mail_from)
+
+
+def deliver_pending(db: Database, *, mail_url: str, mail_from: str, limit: int = 50) -> int:
+    """Send what is due; returns how many were sent. Failures are kept for a later pass."""
+    now = utcnow()
+    with db.session() as s:
+        due = list(
+            s.scalars(
+                select(Outbox.id)
+                .where(
+                    Outbox.sent_at.is_(None),
+                    or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < now),
+                )
+                .order_by(Outbox.id)
+                .limit(limit)
+            )
+        )
+    sent = 0
+    for outbox_id in due:
+        with db.session() as s:
+            won = s.execute(
+                update(Outbox)
+                .where(
+                    Outbox.id == outbox_id,
+                    Outbox.sent_at.is_(None),
+                    or_(Outbox.claimed_until.is_(None), Outbox.claimed_until < now),
+                )
+                .values(claimed_until=now + CLAIM, attempts=Outbox.attempts + 1)
+            )
+            if won.rowcount != 1:  # type: ignore[attr-defined]
+                continue
+            row = s.execute(select(Outbox).where(Outbox.id == outbox_id)).scalar_one()
+        try:
+            send_message(_build(db, row, mail_from), mail_url)
+        except ImporterError as e:
+            log.warning("e-mail %s to %s not sent yet: %s", row.key, row.recipient, e.message)
+            backoff = timedelta(seconds=min(3600, 30 * 2 ** min(row.attempts, 7)))
+            with db.session() as s:
+                s.execute(
+                    update(Outbox)
+                    .where(Outbox.id == outbox_id)
+                    .values(last_error=e.message, claimed_until=utcnow() + backoff)
+                )
+            continue
+        with db.session() as s:
+            s.execute(update(Outbox).where(Outbox.id == outbox_id).values(sent_at=utcnow()))
+        log.info("e-mail %s sent to %s", row.key, row.recipient)
+        sent += 1
+    return sent

@@ -1,0 +1,177 @@
+"""Putting documents (back) on gearmand: submit, retry, and the reaper.
+
+The database decides; gearmand only carries. Each document is marked enqueued in a
+guarded UPDATE before it is sent, so two reapers on different hosts never both send it
+(and gearmand would coalesce the same unique anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from importer import payload
+from importer.db.engine import Database
+from importer.db.lifecycle import stale_documents
+from importer.db.models import Batch, Document, utcnow
+from importer.errors import GearmanUnavailable
+from importer.gearman_io import GearmanIO, JobSpec
+from importer.states import DocStatus
+
+log = logging.getLogger(__name__)
+
+GROUP = 500
+UNKNOWN_GRACE = timedelta(seconds=60)
+
+
+@dataclass
+class RequeueReport:
+    lease_expired: int = 0
+    never_enqueued: int = 0
+    lost_by_gearmand: int = 0
+    enqueued: int = 0
+
+
+def send(db: Database, gio: GearmanIO, doc_ids: Sequence[int], keyring: payload.Keyring) -> int:
+    """Sign and submit documents already marked enqueued; undo the mark for any not accepted."""
+    sent = 0
+    for start in range(0, len(doc_ids), GROUP):
+        group = list(doc_ids[start : start + GROUP])
+        with db.session() as s:
+            rows = s.execute(
+                select(Document.id, Document.job_id, Document.path, Batch.email, Batch.priority)
+                .join(Batch)
+                .where(Document.id.in_(group))
+            ).all()
+        specs = [
+            JobSpec(
+                unique=job_id,
+                data=payload.encode(job_id, path, email, keyring=keyring),
+                priority=priority,
+            )
+            for _, job_id, path, email, priority in rows
+        ]
+        try:
+            handles = gio.submit_background(specs)
+        except GearmanUnavailable:
+            with db.session() as s:
+                s.execute(update(Document).where(Document.id.in_(group)).values(enqueued_at=None))
+            raise
+        with db.session() as s:
+            for doc_id, job_id, *_ in rows:
+                if job_id in handles:
+                    s.execute(
+                        update(Document)
+                        .where(Document.id == doc_id)
+                        .values(gearman_handle=handles[job_id])
+                    )
+        sent += len(handles)
+    return sent
+
+
+def _mark_for_enqueue(db: Database, doc_ids: Sequence[int]) -> list[int]:
+    now = utcnow()
+    won = []
+    with db.session() as s:
+        for doc_id in doc_ids:
+            result = s.execute(
+                update(Document)
+                .where(
+                    Document.id == doc_id,
+                    or_(
+                        and_(Document.status == DocStatus.queued, Document.enqueued_at.is_(None)),
+                        and_(Document.status == DocStatus.running, Document.lease_expires_at < now),
+                    ),
+                )
+                .values(
+                    status=DocStatus.queued,
+                    enqueued_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                won.append(doc_id)
+    return won
+
+
+def _lost_by_gearmand(db: Database, gio: GearmanIO) -> list[int]:
+    """Queued documents that were sent, but that no configured gearmand knows any more."""
+    cutoff = utcnow() - UNKNOWN_GRACE
+    with db.session() as s:
+        rows = s.execute(
+            select(Document.id, Document.job_id).where(
+                Document.status == DocStatus.queued,
+                Document.enqueued_at.is_not(None),
+                Document.enqueued_at < cutoff,
+            )
+        ).all()
+    if not rows:
+        return []
+    statuses = gio.status_by_unique([job_id for _, job_id in rows])
+    lost = [
+        doc_id for doc_id, job_id in rows if not statuses.get(job_id) or not statuses[job_id].known
+    ]
+    if lost:
+        with db.session() as s:
+            s.execute(
+                update(Document)
+                .where(Document.id.in_(lost), Document.status == DocStatus.queued)
+                .values(enqueued_at=None)
+            )
+    return lost
+
+
+def requeue_stale(db: Database, gio: GearmanIO, keyring: payload.Keyring) -> RequeueReport:
+    """One pass of the reaper."""
+    report = RequeueReport()
+    report.lost_by_gearmand = len(_lost_by_gearmand(db, gio))
+    candidates = stale_documents(db)
+    with db.session() as s:
+        expired = set(
+            s.scalars(
+                select(Document.id).where(
+                    Document.id.in_(candidates), Document.status == DocStatus.running
+                )
+            )
+        )
+    report.lease_expired = len(expired)
+    report.never_enqueued = len(candidates) - len(expired)
+    won = _mark_for_enqueue(db, candidates)
+    if won:
+        report.enqueued = send(db, gio, won, keyring)
+        log.info("requeued %d documents (%s)", report.enqueued, report)
+    return report
+
+
+def retry_batch(db: Database, gio: GearmanIO, keyring: payload.Keyring, batch_id: str) -> int:
+    """Give a batch's failed and dead documents a fresh set of attempts."""
+    with db.session() as s:
+        ids = list(
+            s.scalars(
+                select(Document.id).where(
+                    Document.batch_id == batch_id,
+                    Document.status.in_([DocStatus.failed, DocStatus.dead]),
+                )
+            )
+        )
+        if not ids:
+            return 0
+        s.execute(
+            update(Document)
+            .where(Document.id.in_(ids))
+            .values(
+                status=DocStatus.queued,
+                attempts=0,
+                error=None,
+                finished_at=None,
+                next_attempt_at=None,
+                enqueued_at=utcnow(),
+            )
+        )
+        s.execute(update(Batch).where(Batch.id == batch_id).values(finished_at=None))
+    return send(db, gio, ids, keyring)

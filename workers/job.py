@@ -1,0 +1,197 @@
+"""One Gearman job, from payload to stored pages.
+
+Order matters for security: verify the signature, then match the job to the document the
+database recorded, then confine the path; only then is the file opened, in a child.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from importer import payload
+from importer.config import Settings
+from importer.db import lifecycle
+from importer.db.engine import Database
+from importer.errors import PayloadRejected
+from importer.outbox import deliver_pending
+from importer.states import DocStatus
+from workers.engine import DocumentError, DocumentInfo, Limits, PageResult, process_document
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+class StopNow(BaseException):  # noqa: N818
+    """Raised by the second SIGTERM/SIGINT: stop mid-page, hand the document back."""
+
+
+PAGE_FLUSH_SECONDS = 1.0
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        page_timeout=settings.page_timeout_seconds,
+        document_timeout=settings.document_timeout_seconds,
+        max_file_bytes=settings.max_file_mb * 2**20,
+        max_pages=settings.max_pages,
+        max_page_pixels=int(settings.max_page_megapixels * 1_000_000),
+        memory_bytes=settings.child_memory_mb * 2**20,
+        cpu_seconds=settings.child_cpu_seconds,
+        dpi=settings.ocr_dpi,
+    )
+
+
+@dataclass
+class JobContext:
+    """Collaborators of a worker process, built in its main() after fork."""
+
+    db: Database
+    settings: Settings
+    owner: str  # host:pid, recorded as the lease owner
+
+    def __post_init__(self) -> None:
+        self.keyring = self.settings.keyring()
+        self.limits = limits_from(self.settings)
+        self.roots = self.settings.roots
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # "done", "failed", "dead", "retry", "rejected", "dropped", "released"
+    detail: str = ""
+
+    def encode(self) -> bytes:
+        return f"{self.status}: {self.detail}".encode() if self.detail else self.status.encode()
+
+
+def confine(path: str, roots: list[Path]) -> str | None:
+    """Why the path may not be read, or None. Symlinks are resolved first."""
+    real = Path(os.path.realpath(path))
+    if str(real) != path:
+        return f"path {path} resolves elsewhere ({real}); refused"
+    if roots and not any(real == r or real.is_relative_to(r) for r in roots):
+        return f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused"
+    return None
+
+
+def handle(
+    ctx: JobContext,
+    unique: str | None,
+    data: bytes,
+    progress: Progress,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Outcome:
+    try:
+        job = payload.decode(data, keyring=ctx.keyring, ttl_seconds=ctx.settings.job_ttl_seconds)
+        if unique != job.job_id:
+            raise PayloadRejected("gearman unique does not match the signed job id")
+    except PayloadRejected as e:
+        log.warning("rejected job %r: %s", (unique or "")[:64], e.message)
+        lifecycle.record_rejection(ctx.db, unique=unique, reason=e.message, worker=ctx.owner)
+        return Outcome("rejected", e.message)
+
+    claimed = lifecycle.claim(
+        ctx.db,
+        job_id=job.job_id,
+        path=job.file,
+        email=job.email,
+        owner=ctx.owner,
+        lease_seconds=ctx.settings.lease_seconds,
+    )
+    if isinstance(claimed, lifecycle.ClaimRefusal):
+        if claimed in (lifecycle.ClaimRefusal.unknown, lifecycle.ClaimRefusal.mismatch):
+            lifecycle.record_rejection(
+                ctx.db, unique=unique, reason=claimed.value, worker=ctx.owner
+            )
+            return Outcome("rejected", claimed.value)
+        log.info("job %s dropped: %s", job.job_id, claimed.value)
+        return Outcome("dropped", claimed.value)
+
+    refusal = confine(claimed.path, ctx.roots)
+    if refusal:
+        lifecycle.finish(
+            ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=refusal
+        )
+        _deliver(ctx)
+        return Outcome("failed", refusal)
+    return _process(ctx, claimed, progress, should_stop)
+
+
+def _process(
+    ctx: JobContext, claimed: lifecycle.Claimed, progress: Progress, should_stop: Callable[[], bool]
+) -> Outcome:
+    pending: list[lifecycle.StoredPage] = []
+    total = 0
+    done = len(claimed.done_pages)
+    last_flush = time.monotonic()
+
+    def flush() -> bool:
+        nonlocal pending, last_flush
+        ok = lifecycle.save_pages(
+            ctx.db, claimed.id, ctx.owner, pending, ctx.settings.lease_seconds
+        )
+        pending = []
+        last_flush = time.monotonic()
+        return ok
+
+    try:
+        for event in process_document(
+            claimed.path, lang=claimed.lang, limits=ctx.limits, skip_pages=claimed.done_pages
+        ):
+            if isinstance(event, DocumentInfo):
+                total = event.pages
+                lifecycle.set_page_count(
+                    ctx.db, claimed.id, ctx.owner, total, ctx.settings.lease_seconds
+                )
+                progress(done, total)
+            elif isinstance(event, PageResult):
+                pending.append(
+                    lifecycle.StoredPage(
+                        event.number, event.text, event.source, event.confidence, event.seconds
+                    )
+                )
+                done += 1
+                if time.monotonic() - last_flush >= PAGE_FLUSH_SECONDS and not flush():
+                    return Outcome("dropped", "lease lost")
+                progress(done, total)
+                if should_stop():
+                    flush()
+                    lifecycle.release(ctx.db, claimed.id, owner=ctx.owner)
+                    return Outcome("released", "worker stopping; pages kept")
+    except StopNow:
+        lifecycle.release(ctx.db, claimed.id, owner=ctx.owner)
+        raise
+    except DocumentError as e:
+        flush()
+        if not e.transient:
+            lifecycle.finish(
+                ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=e.reason
+            )
+            _deliver(ctx)
+            return Outcome("failed", e.reason)
+        status = lifecycle.retry_later(
+            ctx.db,
+            claimed.id,
+            owner=ctx.owner,
+            error=e.reason,
+            max_attempts=ctx.settings.max_attempts,
+        )
+        _deliver(ctx)
+        return Outcome("dead" if status == DocStatus.dead else "retry", e.reason)
+    if not flush():
+        return Outcome("dropped", "lease lost")
+    lifecycle.finish(ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.done)
+    _deliver(ctx)
+    return Outcome("done", f"{done} pages")
+
+
+def _deliver(ctx: JobContext) -> None:
+    deliver_pending(
+        ctx.db, mail_url=ctx.settings.resolved_mail_url, mail_from=ctx.settings.mail_from
+    )

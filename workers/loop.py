@@ -1,0 +1,146 @@
+"""The Gearman worker process: take `import` jobs from every configured gearmand.
+
+Every job is completed at gearmand (WORK_COMPLETE with our outcome) whatever happened to
+the document: gearmand must never requeue a job for a failure we have already recorded,
+and a forged job must not loop. The database holds the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gearman  # type: ignore[import-untyped]
+from gearman.errors import GearmanError  # type: ignore[import-untyped]
+from importer.gearman_io import FUNCTION
+
+from workers.job import JobContext, StopNow, handle
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+BURST_IDLE_POLLS = 2
+RECONNECT_MAX_SECONDS = 30.0
+
+
+class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
+    """pygearman worker with our stop conditions wired into its poll callbacks."""
+
+    def __init__(
+        self,
+        hosts: list[Any],
+        ctx: JobContext,
+        *,
+        burst: bool,
+        max_jobs: int | None,
+        stop: threading.Event,
+    ) -> None:
+        super().__init__(hosts)
+        self.ctx = ctx
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.stop = stop
+        self.jobs_done = 0
+        self.idle_polls = 0
+        self.finished = False
+        self.set_client_id(ctx.owner)
+        self.register_task(FUNCTION, self._on_job)
+
+    def _on_job(self, worker: Any, job: Any) -> bytes:
+        self.idle_polls = 0
+
+        def progress(numerator: int, denominator: int) -> None:
+            try:
+                worker.send_job_status(job, numerator, max(denominator, 1), poll_timeout=5)
+            except GearmanError as e:
+                log.debug("progress not sent: %s", e)
+
+        unique = (
+            job.unique.decode(errors="replace") if isinstance(job.unique, bytes) else job.unique
+        )
+        data = job.data if isinstance(job.data, bytes) else str(job.data).encode()
+        outcome = handle(self.ctx, unique, data, progress, should_stop=self.stop.is_set)
+        log.info("job %s: %s", unique, outcome.encode().decode())
+        self.jobs_done += 1
+        return outcome.encode()
+
+    def after_poll(self, any_activity: bool) -> bool:
+        if self.stop.is_set():
+            self.finished = True
+            return False
+        if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
+            self.finished = True
+            return False
+        if self.burst and not self.has_job_lock():
+            self.idle_polls = 0 if any_activity else self.idle_polls + 1
+            if self.idle_polls >= BURST_IDLE_POLLS:
+                self.finished = True
+                return False
+        return True
+
+    def after_job(self) -> bool:
+        return self.after_poll(True)
+
+
+def owner_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def work(
+    make_ctx: Callable[[], JobContext],
+    hosts: list[Any],
+    *,
+    burst: bool = False,
+    max_jobs: int | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run until stopped, the queue is empty (burst) or max_jobs; reconnect with backoff."""
+    stop = stop or threading.Event()
+    ctx = make_ctx()
+    delay = 0.5
+    jobs = 0
+    while not stop.is_set():
+        worker = ImportWorker(
+            hosts,
+            ctx,
+            burst=burst,
+            stop=stop,
+            max_jobs=None if max_jobs is None else max_jobs - jobs,
+        )
+        try:
+            worker.work(poll_timeout=POLL_SECONDS)
+        except (GearmanError, OSError) as e:
+            jobs += worker.jobs_done
+            log.warning("gearmand unavailable (%s); reconnecting in %.1f s", e, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+            continue
+        finally:
+            worker.shutdown()
+        jobs += worker.jobs_done
+        if worker.finished:
+            break
+        delay = 0.5
+    return jobs
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """First SIGTERM/SIGINT: finish the current page and hand the document back. Second: now."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise StopNow
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def sleep_until(deadline: float, stop: threading.Event) -> None:
+    stop.wait(max(0.0, deadline - time.monotonic()))

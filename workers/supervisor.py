@@ -1,0 +1,159 @@
+"""`importer worker --concurrency N`: N worker processes, restarted when they die, plus the reaper.
+
+Children are started with "spawn" so that each builds its own database engine and
+gearman connections; nothing is shared across a fork.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from importer.gearman_io import GearmanIO, host_list
+
+from importer.config import Settings
+from importer.db.engine import open_database
+from importer.errors import ImporterError
+from importer.outbox import deliver_pending
+from importer.requeue import requeue_stale
+from workers.job import JobContext
+from workers.loop import install_signal_handlers, owner_name, work
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 60.0
+RESTART_BACKOFF_MAX = 30.0
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    concurrency: int = 1
+    burst: bool = False
+    max_jobs: int | None = None
+    reaper_interval: float = 15.0
+    log_level: int = logging.INFO
+
+
+def _child_main(settings_data: dict[str, Any], opts: WorkerOptions) -> None:
+    logging.basicConfig(
+        level=opts.log_level, format="%(asctime)s %(processName)s %(levelname)s %(message)s"
+    )
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    settings = Settings(**settings_data)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+
+    def make_ctx() -> JobContext:
+        db = open_database(settings.resolved_database_url)
+        return JobContext(db=db, settings=settings, owner=owner_name())
+
+    work(make_ctx, host_list(settings), burst=opts.burst, max_jobs=opts.max_jobs, stop=stop)
+
+
+def settings_payload(settings: Settings) -> dict[str, Any]:
+    """Settings as plain data to hand to a spawned child (only what was set)."""
+    return settings.model_dump(include=settings.model_fields_set | {"data_dir"})
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, opts: WorkerOptions) -> None:
+        self.settings = settings
+        self.opts = opts
+        self.ctx = mp.get_context("spawn")
+        self.children: dict[int, BaseProcess] = {}
+        self.stopping = threading.Event()
+        self.restarts = 0
+
+    def _start(self, slot: int) -> None:
+        proc = self.ctx.Process(
+            target=_child_main,
+            args=(settings_payload(self.settings), self.opts),
+            name=f"worker-{slot}",
+            daemon=False,
+        )
+        proc.start()
+        self.children[slot] = proc
+
+    def start(self) -> None:
+        for slot in range(self.opts.concurrency):
+            self._start(slot)
+
+    def stop(self, *, timeout: float = DRAIN_SECONDS) -> None:
+        """Ask children to drain; kill what is still there after the timeout."""
+        self.stopping.set()
+        for proc in self.children.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.children.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+        for proc in self.children.values():
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+    def stop_now(self) -> None:
+        for proc in self.children.values():
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    def reap_once(self, db: Any, gio: GearmanIO | None) -> None:
+        try:
+            if gio is not None:
+                requeue_stale(db, gio, self.settings.keyring())
+            deliver_pending(
+                db, mail_url=self.settings.resolved_mail_url, mail_from=self.settings.mail_from
+            )
+        except ImporterError as e:
+            log.warning("reaper pass skipped: %s", e.message)
+
+    def run(self) -> int:
+        """Supervise until stopped, or (burst / max-jobs) until every child has exited cleanly."""
+        db = open_database(self.settings.resolved_database_url)
+        gio = GearmanIO.from_settings(self.settings)
+        self.start()
+        next_reap = time.monotonic()
+        backoff: dict[int, float] = {}
+        try:
+            while not self.stopping.is_set():
+                if time.monotonic() >= next_reap:
+                    self.reap_once(db, gio)
+                    next_reap = time.monotonic() + self.opts.reaper_interval
+                for slot, proc in list(self.children.items()):
+                    if proc.is_alive():
+                        continue
+                    if proc.exitcode == 0 and (self.opts.burst or self.opts.max_jobs):
+                        del self.children[slot]
+                        continue
+                    wait = backoff.get(slot, 0.5)
+                    log.warning(
+                        "worker-%d exited with %s; restarting in %.1f s", slot, proc.exitcode, wait
+                    )
+                    self.stopping.wait(wait)
+                    backoff[slot] = min(wait * 2, RESTART_BACKOFF_MAX)
+                    self.restarts += 1
+                    self._start(slot)
+                if not self.children:
+                    return 0
+                self.stopping.wait(0.5)
+        finally:
+            self.stop()
+            gio.close()
+        return 0
+
+
+def install_supervisor_signals(sup: Supervisor) -> None:
+    def on_signal(signum: int, _frame: Any) -> None:
+        if sup.stopping.is_set():
+            sup.stop_now()
+        sup.stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
