@@ -1,0 +1,42 @@
+# importer: gearmand, OCR workers and the CLI in one image.
+#   docker build -t importer:local .
+#   docker compose up -d --scale worker=4
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    # Tesseract's OpenMP threads fight each other when several workers share a host.
+    OMP_THREAD_LIMIT=1
+
+# gearman-job-server: gearmand 1.1.20; stunnel4: mutual TLS in front of it;
+# tesseract-ocr(-eng) and poppler-utils: OCR and rasterizing pages.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        gearman-job-server \
+        tesseract-ocr \
+        tesseract-ocr-eng \
+        poppler-utils \
+        stunnel4 \
+    && rm -rf /var/lib/apt/lists/*
+
+# Only what the package needs, so a local .venv or data dir never ends up in the image.
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY importer ./importer
+COPY workers ./workers
+RUN pip install . && rm -rf /src
+
+RUN groupadd --system --gid 10001 importer \
+    && useradd --system --uid 10001 --gid importer --home-dir /var/lib/importer \
+        --shell /usr/sbin/nologin importer \
+    && mkdir -p /var/lib/importer \
+    && chown importer:importer /var/lib/importer
+
+USER importer
+WORKDIR /var/lib/importer
+ENV IMPORTER_DATA_DIR=/var/lib/importer
+
+ENTRYPOINT ["importer"]
+CMD ["--help"]

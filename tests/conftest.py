@@ -1,0 +1,104 @@
+"""Shared fixtures: real services only (gearmand, PostgreSQL, SMTP), each on a free port."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from rapidfuzz.distance import Levenshtein
+
+from importer.config import Settings
+
+pytest_plugins = ["tests.gearmand_fixture"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_pdfs"
+PG_ADMIN = os.environ.get("IMPORTER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _unavailable(reason: str) -> None:
+    """Skip on a laptop without the service; fail in CI, where it must be there."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server, dropped afterwards."""
+    name = "importer_t_" + secrets.token_hex(4)
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        _unavailable(f"PostgreSQL at {PG_ADMIN} is unreachable: {e}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+    yield f"{base}/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data' / 'importer.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    """A copy of sample_pdfs/ (PDFs and expected texts) that a test may change."""
+    target = tmp_path / "inbox"
+    shutil.copytree(SAMPLES, target)
+    return target
+
+
+@pytest.fixture
+def env(tmp_path: Path, gearmand) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Environment for running the `importer` command against this test's services."""
+    data = tmp_path / "data"
+    out = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
+    out.update(
+        IMPORTER_DATA_DIR=str(data),
+        IMPORTER_GEARMAN_SERVERS=gearmand.address,
+        IMPORTER_SECRET_KEYS="k1:" + secrets.token_hex(16),
+        OMP_THREAD_LIMIT="1",
+    )
+    return out
+
+
+def settings_from(env: dict[str, str]) -> Settings:
+    values = {k.removeprefix("IMPORTER_").lower(): v for k, v in env.items()
+              if k.startswith("IMPORTER_") and k != "IMPORTER_CONFIG"}
+    return Settings(**values)
+
+
+def importer(*args: str, env: dict[str, str], timeout: float = 300,
+             check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the console command as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "importer", *args],
+        env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"importer {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
+
+
+def cer(expected: str, got: str) -> float:
+    """Character error rate on whitespace-normalized text."""
+    a = " ".join(expected.split())
+    b = " ".join(got.split())
+    if not a:
+        return 0.0 if not b else 1.0
+    return Levenshtein.distance(a, b) / len(a)
