@@ -34,8 +34,8 @@ app = typer.Typer(
 certs_app = typer.Typer(help="Certificates for mutual TLS between gearmand and its clients.")
 app.add_typer(certs_app, name="certs")
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 Paths = Annotated[list[str], typer.Argument(help="Files or directories of PDFs.")]
 Email = Annotated[str, typer.Option("--email", help="Who gets the summary e-mail.")]
@@ -352,7 +352,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except ImporterError as e:
-        err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
         sys.exit(int(e.exit_code))
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -16,7 +16,7 @@ from importer.notify import validate_address
 from importer.requeue import requeue_stale, retry_batch
 from importer.states import NotifyMode, Priority
 from importer.status import documents, overview
-from importer.submit import SubmitOptions, SubmitResult, submit
+from importer.submit import SubmitOptions, SubmitResult, resolve_args, submit
 
 
 def check_lang(lang: str) -> str:
@@ -66,6 +66,7 @@ def do_submit(
         force=force,
         dry_run=dry_run,
     )
+    resolve_args(paths, settings.roots)
     db = open_database(settings.resolved_database_url)
     gio = None
     if not dry_run:

@@ -85,8 +85,8 @@ def _matches(path: Path, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(path.name, p) or fnmatch.fnmatch(str(path), p) for p in patterns)
 
 
-def walk(paths: Sequence[str], opts: SubmitOptions, roots: Sequence[Path]) -> Iterator[Path]:
-    """Resolved regular files to consider; bad arguments fail before anything is recorded."""
+def resolve_args(paths: Sequence[str], roots: Sequence[Path]) -> list[tuple[Path, bool]]:
+    """Check every argument before anything is recorded: (resolved path, is a directory)."""
     resolved: list[tuple[Path, bool]] = []
     for raw in paths:
         given = Path(raw)
@@ -99,7 +99,12 @@ def walk(paths: Sequence[str], opts: SubmitOptions, roots: Sequence[Path]) -> It
                 f"({':'.join(map(str, roots))}): move the files or add a root"
             )
         resolved.append((real, given.is_dir()))
-    for real, is_dir in resolved:
+    return resolved
+
+
+def walk(paths: Sequence[str], opts: SubmitOptions, roots: Sequence[Path]) -> Iterator[Path]:
+    """Resolved regular files to consider, in a stable order."""
+    for real, is_dir in resolve_args(paths, roots):
         if not is_dir:
             yield real
             continue

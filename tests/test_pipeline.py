@@ -32,9 +32,10 @@ def test_batch_imports_text_and_mails_once(inbox: Path, env: dict[str, str],
                                             database_url: str) -> None:
     env["IMPORTER_DATABASE_URL"] = database_url
     env["IMPORTER_ALLOWED_ROOTS"] = str(inbox)
+    (inbox / "fake.pdf").write_text("a text file with a PDF's name\n")
     result = submit_json(inbox, env)
     pdfs = sorted(p.name for p in inbox.glob("*.pdf"))
-    assert result["submitted"] == len(pdfs) - 1  # broken.pdf is named .pdf but is not one
+    assert result["submitted"] == len(pdfs) - 1  # fake.pdf is named .pdf but is not one
     assert result["skipped"] == 0
 
     importer("worker", "--burst", "--concurrency", "2", env=env, check=True, timeout=600)
@@ -46,8 +47,10 @@ def test_batch_imports_text_and_mails_once(inbox: Path, env: dict[str, str],
             (Path(path).stem, p.number): p
             for p, path in s.execute(select(Page, Document.path).join(Document))
         }
+    assert docs["fake"].status == DocStatus.failed
+    assert "not a PDF" in (docs["fake"].error or "")
     assert docs["broken"].status == DocStatus.failed
-    assert "not a PDF" in (docs["broken"].error or "")
+    assert "PDF" in (docs["broken"].error or "")
     for name in CLEAN + ["rotated"]:
         assert docs[name].status == DocStatus.done, (name, docs[name].error)
         expected = expected_pages(name)
@@ -67,18 +70,18 @@ def test_batch_imports_text_and_mails_once(inbox: Path, env: dict[str, str],
     assert len(messages) == 1
     body = messages[0].get_payload(decode=True).decode()
     assert messages[0]["To"] == "ops@example.com"
-    assert "broken.pdf" in body and "not a PDF" in body
+    assert "fake.pdf" in body and "not a PDF" in body and "broken.pdf" in body
 
     status = json.loads(importer("status", "--json", env=env, check=True).stdout)
     batch = status["batches"][0]
     assert batch["id"] == result["batch_id"]
-    assert batch["done"] == len(pdfs) - 1 and batch["failed"] == 1
+    assert batch["done"] == len(pdfs) - 2 and batch["failed"] == 2
     assert batch["finished_at"] is not None
 
     # a second submission of the same files skips what is done
     again = submit_json(inbox, env)
-    assert again["skipped"] == len(pdfs) - 1
-    assert again["submitted"] == 0
+    assert again["skipped"] == len(pdfs) - 2
+    assert again["submitted"] == 1  # broken.pdf failed, so it is tried again
 
 
 def test_export_jsonl_has_the_documented_keys(inbox: Path, env: dict[str, str]) -> None:

@@ -85,7 +85,8 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
         return True
 
     def after_job(self) -> bool:
-        return self.after_poll(True)
+        # pygearman calls this on every poll after the first job, not once per job.
+        return not self.finished
 
 
 def owner_name() -> str:

@@ -1,0 +1,241 @@
+"""`importer doctor`: is everything installed, reachable, and not exposed?
+
+Each check says what it found and, when something is wrong, how to fix it. Exposure is
+judged from this host's own listening sockets (/proc/net/tcp*), not from a port scan.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import stat
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from importer.config import Settings
+from importer.db.engine import open_database
+from importer.errors import ImporterError
+from importer.gearman_io import FUNCTION, GearmanIO
+from importer.mail import mail_url_warnings
+
+OK, WARN, FAIL, EXPOSED = "ok", "warn", "fail", "exposed"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    state: str
+    detail: str
+    fix: str = ""
+
+
+def _tool(argv: list[str]) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    return (proc.stdout + proc.stderr).strip()
+
+
+def check_tools(lang: str) -> list[Check]:
+    checks = []
+    if shutil.which("tesseract") is None:
+        checks.append(Check("tesseract", FAIL, "not installed", "apt-get install tesseract-ocr"))
+    else:
+        version = _tool(["tesseract", "--version"]).splitlines()[0]
+        installed = set(_tool(["tesseract", "--list-langs"]).splitlines()[1:])
+        missing = [x for x in lang.split("+") if x not in installed]
+        checks.append(Check("tesseract", OK, version))
+        checks.append(
+            Check(
+                "languages",
+                FAIL if missing else OK,
+                f"missing {', '.join(missing)}" if missing else f"{lang} installed",
+                " ".join(f"apt-get install tesseract-ocr-{m}" for m in missing),
+            )
+        )
+    for tool in ("pdftoppm", "pdftotext", "pdfinfo"):
+        if shutil.which(tool) is None:
+            checks.append(Check(tool, FAIL, "not installed", "apt-get install poppler-utils"))
+    if not any(c.name in ("pdftoppm", "pdftotext", "pdfinfo") for c in checks):
+        checks.append(Check("poppler", OK, _tool(["pdftoppm", "-v"]).splitlines()[0]))
+    return checks
+
+
+def check_services(settings: Settings, gio: GearmanIO) -> list[Check]:
+    checks = []
+    for h in gio.ping():
+        if h.reachable:
+            checks.append(Check(f"gearmand {h.address}", OK, f"version {h.version}"))
+        else:
+            checks.append(
+                Check(
+                    f"gearmand {h.address}",
+                    FAIL,
+                    f"unreachable: {h.error}",
+                    "start it with `importer gearmand` or fix IMPORTER_GEARMAN_SERVERS",
+                )
+            )
+    try:
+        db = open_database(settings.resolved_database_url)
+        checks.append(Check("database", OK, db.safe_url))
+        db.engine.dispose()
+    except ImporterError as e:
+        checks.append(Check("database", FAIL, e.message, "fix IMPORTER_DATABASE_URL"))
+    mail = settings.resolved_mail_url
+    if mail.startswith("maildir://"):
+        folder = Path(mail.removeprefix("maildir://"))
+        parent = folder if folder.exists() else folder.parent
+        writable = os.access(parent, os.W_OK) if parent.exists() else True
+        checks.append(
+            Check("mail", OK if writable else FAIL, f"maildir {folder}",
+                  "" if writable else f"make {parent} writable")
+        )
+    else:
+        checks.append(Check("mail", OK, mail.rsplit("@", 1)[-1]))
+    return checks
+
+
+def _listening(proc_net: Path = Path("/proc/net")) -> list[tuple[str, int, int]]:
+    """(address, port, inode) of every listening TCP socket on this host."""
+    found = []
+    for name, width in (("tcp", 8), ("tcp6", 32)):
+        path = proc_net / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # LISTEN
+                continue
+            hex_addr, hex_port = fields[1].split(":")
+            raw = bytes.fromhex(hex_addr)
+            if width == 8:
+                addr = str(ipaddress.IPv4Address(raw[::-1]))
+            else:
+                words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]
+                addr = str(ipaddress.IPv6Address(b"".join(words)))
+            found.append((addr, int(hex_port, 16), int(fields[9])))
+    return found
+
+
+def _socket_owners() -> dict[int, str]:
+    """Socket inode -> the command name of the process holding it (where we may look)."""
+    owners: dict[int, str] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    owners[int(target[8:-1])] = comm
+        except OSError:
+            continue
+    return owners
+
+
+def _loopback(addr: str) -> bool:
+    ip = ipaddress.ip_address(addr)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
+    checks = []
+    owners = _socket_owners()
+    for addr, port, inode in _listening():
+        if owners.get(inode) == "gearmand" and not _loopback(addr):
+            checks.append(
+                Check(
+                    "gearmand exposure",
+                    EXPOSED,
+                    f"gearmand listens on {addr}:{port} without TLS: anyone who reaches it can "
+                    "list functions, submit jobs and register workers",
+                    "bind it to 127.0.0.1 and put `importer gearmand --tls` in front "
+                    "(SECURITY.md)",
+                )
+            )
+    for host, port in settings.servers:
+        try:
+            remote = not _loopback(host)
+        except ValueError:
+            remote = host != "localhost"
+        if remote and not settings.tls:
+            checks.append(
+                Check(
+                    "gearmand transport",
+                    EXPOSED,
+                    f"{host}:{port} is reached in plain text",
+                    "set IMPORTER_TLS_CA/CERT/KEY and run `importer gearmand --tls` there",
+                )
+            )
+    try:
+        functions = gio.admin_status()
+        foreign = sorted(f for f in functions if f.encode() != FUNCTION)
+        if foreign:
+            checks.append(
+                Check("functions", WARN, f"functions that are not ours: {', '.join(foreign)}",
+                      "find who registered them (`gearadmin --workers`)")
+            )
+        rogue = [w for w in gio.admin_workers() if _is_rogue_worker(w)]
+        if rogue:
+            checks.append(
+                Check("workers", EXPOSED,
+                      f"{len(rogue)} worker(s) for `import` that are not ours: {rogue[:3]}",
+                      "firewall gearmand's port and use --tls; rotate IMPORTER_SECRET_KEYS")
+            )
+    except ImporterError:
+        pass
+    for path in _secret_files(settings):
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            checks.append(
+                Check("key files", EXPOSED, f"{path} is readable by others ({oct(mode & 0o777)})",
+                      f"chmod 600 {path}")
+            )
+    try:
+        for warning in mail_url_warnings(settings.resolved_mail_url):
+            checks.append(Check("mail transport", EXPOSED, warning,
+                                "use ?starttls=true or smtps:// in IMPORTER_MAIL_URL"))
+    except ImporterError as e:
+        checks.append(Check("mail transport", FAIL, e.message))
+    if not checks:
+        checks.append(Check("exposure", OK, "gearmand on loopback or behind TLS; keys private"))
+    return checks
+
+
+_WORKER_LINE = re.compile(r"^\d+ (?P<ip>\S+) (?P<client>\S+) :(?P<functions>.*)$")
+
+
+def _is_rogue_worker(line: str) -> bool:
+    """A worker for our function whose client id is not host:pid, the id our workers set."""
+    m = _WORKER_LINE.match(line.strip())
+    if not m or FUNCTION.decode() not in m["functions"].split():
+        return False
+    return not re.fullmatch(r"[\w.-]+:\d+", m["client"])
+
+
+def _secret_files(settings: Settings) -> list[Path]:
+    files = [settings.data_dir / "secret_keys"]
+    files += [p for p in (settings.tls_key,) if p is not None]
+    return [p for p in files if p.exists()]
+
+
+def run_doctor(settings: Settings, *, lang: str, as_json: bool, out: Console) -> int:
+    gio = GearmanIO.from_settings(settings)
+    try:
+        checks = check_tools(lang) + check_services(settings, gio) + check_exposure(settings, gio)
+    finally:
+        gio.close()
+    if as_json:
+        out.print_json(data=[asdict(c) for c in checks])
+    else:
+        table = Table("check", "state", "detail", "fix", title="importer doctor")
+        colour = {OK: "green", WARN: "yellow", FAIL: "red", EXPOSED: "bold red"}
+        for c in checks:
+            table.add_row(c.name, f"[{colour[c.state]}]{c.state}[/]", c.detail, c.fix)
+        out.print(table)
+    bad = {c.state for c in checks} & {FAIL, EXPOSED}
+    return 1 if bad else 0

@@ -1,0 +1,221 @@
+"""Poppler wrappers: probe a PDF, read its text layer, render one page to an image file.
+
+Every external program runs through `run_tool`, the one place that logs the argv,
+enforces a timeout and turns a failure into a `ToolError`; callers never see a
+`CalledProcessError` or a magic return value. These functions parse untrusted files
+through poppler, so the engine calls them only inside its resource-limited child.
+
+pdftoppm is called directly rather than through pdf2image: `convert_from_path` runs
+`pdfinfo` and `pdftoppm -v` on every call (two extra processes per page, neither with
+a timeout) and ignores pdftoppm's exit status, so a crashed renderer would look like
+an empty page.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shlex
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+HEADER_WINDOW = 1024  # readers accept "%PDF-" anywhere in the first KB, and so do we
+POINTS_PER_INCH = 72.0
+
+# A page has a usable text layer when it holds at least this many letters and digits,
+# and they make up at least this share of its visible characters. The first rule keeps
+# out page numbers and stray headers on scanned pages; the second keeps out text layers
+# whose fonts map to symbols or private-use code points.
+MIN_TEXT_ALNUM = 32
+MIN_TEXT_RATIO = 0.5
+
+
+class ToolError(Exception):
+    """An external program failed: `tool` names it, `detail` is its own last words."""
+
+    def __init__(self, tool: str, detail: str) -> None:
+        super().__init__(f"{tool}: {detail}")
+        self.tool = tool
+        self.detail = detail
+
+
+class ToolTimeout(ToolError):
+    """The program ran past its timeout and was killed."""
+
+
+class ToolKilled(ToolError):
+    """The program died by a signal (a crash, or a resource limit)."""
+
+    def __init__(self, tool: str, signum: int) -> None:
+        super().__init__(tool, f"killed by signal {signum} ({signal_name(signum)})")
+        self.signum = signum
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def run_tool(
+    argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run one external program to completion, or raise a `ToolError` saying why not."""
+    tool = os.path.basename(argv[0])
+    if timeout <= 0:
+        raise ToolTimeout(tool, "no time left to start it")
+    log.debug("run (timeout %.1f s): %s", timeout, shlex.join(argv))
+    try:
+        proc = subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise ToolTimeout(tool, f"timed out after {timeout:.3g} s") from e
+    except FileNotFoundError as e:
+        raise ToolError(tool, f"{tool} is not installed or not on PATH") from e
+    if proc.returncode < 0:
+        raise ToolKilled(tool, -proc.returncode)
+    if proc.returncode > 0:
+        raise ToolError(tool, last_line(proc.stderr) or f"exit status {proc.returncode}")
+    if proc.stderr:
+        log.debug("%s said: %s", tool, last_line(proc.stderr))
+    return proc
+
+
+def last_line(stream: bytes) -> str:
+    """The last non-empty line a program printed: usually the one that names the problem."""
+    lines = [line.strip() for line in stream.decode("utf-8", "replace").splitlines()]
+    lines = [line for line in lines if line]
+    return lines[-1][:300] if lines else ""
+
+
+def has_pdf_header(path: str | os.PathLike[str]) -> bool:
+    with open(path, "rb") as f:
+        return b"%PDF-" in f.read(HEADER_WINDOW)
+
+
+@dataclass(frozen=True)
+class PageBox:
+    """A page's MediaBox in points: what pdftoppm renders."""
+
+    width: float
+    height: float
+
+    def pixels(self, dpi: int) -> tuple[int, int]:
+        scale = dpi / POINTS_PER_INCH
+        return math.ceil(self.width * scale), math.ceil(self.height * scale)
+
+
+@dataclass(frozen=True)
+class Probe:
+    pages: int
+    boxes: Mapping[int, PageBox]  # page number -> box, for the pages pdfinfo listed
+    restricted: bool  # encrypted with an owner password only: readable, but says so
+
+
+_PAGES = re.compile(rb"^Pages:\s+(\d+)\s*$", re.MULTILINE)
+_ENCRYPTED = re.compile(rb"^Encrypted:\s+yes", re.MULTILINE)
+_MEDIABOX = re.compile(
+    rb"^Page\s+(\d+)\s+MediaBox:\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s+(-?[\d.]+)\s*$",
+    re.MULTILINE,
+)
+
+
+def probe(path: str | os.PathLike[str], *, max_pages: int, timeout: float) -> Probe:
+    """Page count, page sizes and encryption from one pdfinfo run.
+
+    Sizes are listed for at most `max_pages` pages, so a file claiming a million pages
+    costs no more than one within the cap.
+    """
+    argv = ["pdfinfo", "-f", "1", "-l", str(max_pages), "-box", os.path.abspath(path)]
+    out = run_tool(argv, timeout=timeout).stdout
+    pages = _PAGES.search(out)
+    if pages is None:
+        raise ToolError("pdfinfo", "no page count in its output")
+    boxes = {
+        int(m[1]): PageBox(abs(float(m[4]) - float(m[2])), abs(float(m[5]) - float(m[3])))
+        for m in _MEDIABOX.finditer(out)
+    }
+    return Probe(pages=int(pages[1]), boxes=boxes, restricted=bool(_ENCRYPTED.search(out)))
+
+
+def needs_password(path: str | os.PathLike[str]) -> bool:
+    """Whether the PDF is encrypted with a user password, so nothing can read it.
+
+    Asked only after pdfinfo has failed, to tell "encrypted" from "corrupt" without
+    matching poppler's messages. pypdf raises many exception types on damaged files;
+    any of them means "not a readable encrypted PDF", so the answer is False.
+    """
+    from pypdf import PasswordType, PdfReader
+
+    pypdf_log = logging.getLogger("pypdf")
+    level = pypdf_log.level
+    pypdf_log.setLevel(logging.ERROR)  # its complaints about a damaged file repeat pdfinfo's
+    try:
+        reader = PdfReader(os.fspath(path))
+        return bool(reader.is_encrypted) and reader.decrypt("") == PasswordType.NOT_DECRYPTED
+    except Exception as e:  # noqa: BLE001 - see docstring
+        log.debug("pypdf cannot open %s: %r", path, e)
+        return False
+    finally:
+        pypdf_log.setLevel(level)
+
+
+def text_layer(path: str | os.PathLike[str], *, pages: int, timeout: float) -> list[str]:
+    """Every page's own text from one pdftotext run; one string per page, in order.
+
+    pdftotext ends each page with a form feed. If the pieces do not line up with the
+    page count (a form feed inside the text itself), the pages are read one by one, so
+    no page ever gets its neighbour's text.
+    """
+    argv = ["pdftotext", "-enc", "UTF-8", "-f", "1", "-l", str(pages)]
+    out = run_tool([*argv, os.path.abspath(path), "-"], timeout=timeout).stdout
+    texts = out.decode("utf-8", "replace").split("\f")
+    if len(texts) == pages + 1 and not texts[-1].strip():
+        return texts[:pages]
+    log.warning(
+        "%s: pdftotext gave %d pieces for %d pages; reading pages one by one",
+        path,
+        len(texts) - 1,
+        pages,
+    )
+    return [page_text(path, page=n, timeout=timeout) for n in range(1, pages + 1)]
+
+
+def page_text(path: str | os.PathLike[str], *, page: int, timeout: float) -> str:
+    argv = ["pdftotext", "-enc", "UTF-8", "-f", str(page), "-l", str(page)]
+    out = run_tool([*argv, os.path.abspath(path), "-"], timeout=timeout).stdout
+    return out.decode("utf-8", "replace").replace("\f", "")
+
+
+def has_text_layer(text: str) -> bool:
+    """Whether a page's own text is real text worth keeping instead of OCR."""
+    alnum = sum(c.isalnum() for c in text)
+    visible = sum(not c.isspace() for c in text)
+    return alnum >= MIN_TEXT_ALNUM and alnum >= MIN_TEXT_RATIO * visible
+
+
+def rasterize(
+    path: str | os.PathLike[str], *, page: int, dpi: int, out_dir: Path, timeout: float
+) -> Path:
+    """Render one page to an 8-bit gray PGM in `out_dir`: the cheapest input Tesseract reads."""
+    base = out_dir / f"page-{page}"
+    argv = ["pdftoppm", "-r", str(dpi), "-f", str(page), "-l", str(page), "-gray"]
+    run_tool([*argv, "-singlefile", os.path.abspath(path), str(base)], timeout=timeout)
+    image = base.with_suffix(".pgm")
+    if not image.is_file():
+        raise ToolError("pdftoppm", f"page {page} produced no image")
+    return image
