@@ -140,7 +140,7 @@ def worker(
             burst=burst,
             max_jobs=max_jobs,
             reaper_interval=reaper_interval,
-            log_level=logging.getLogger().level or logging.INFO,
+            log_level=min(logging.getLogger().getEffectiveLevel(), logging.INFO),
         ),
     )
     install_supervisor_signals(sup)

@@ -91,8 +91,12 @@ def check_services(settings: Settings, gio: GearmanIO) -> list[Check]:
         parent = folder if folder.exists() else folder.parent
         writable = os.access(parent, os.W_OK) if parent.exists() else True
         checks.append(
-            Check("mail", OK if writable else FAIL, f"maildir {folder}",
-                  "" if writable else f"make {parent} writable")
+            Check(
+                "mail",
+                OK if writable else FAIL,
+                f"maildir {folder}",
+                "" if writable else f"make {parent} writable",
+            )
         )
     else:
         checks.append(Check("mail", OK, mail.rsplit("@", 1)[-1]))
@@ -153,8 +157,7 @@ def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
                     EXPOSED,
                     f"gearmand listens on {addr}:{port} without TLS: anyone who reaches it can "
                     "list functions, submit jobs and register workers",
-                    "bind it to 127.0.0.1 and put `importer gearmand --tls` in front "
-                    "(SECURITY.md)",
+                    "bind it to 127.0.0.1 and put `importer gearmand --tls` in front (SECURITY.md)",
                 )
             )
     for host, port in settings.servers:
@@ -176,15 +179,22 @@ def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
         foreign = sorted(f for f in functions if f.encode() != FUNCTION)
         if foreign:
             checks.append(
-                Check("functions", WARN, f"functions that are not ours: {', '.join(foreign)}",
-                      "find who registered them (`gearadmin --workers`)")
+                Check(
+                    "functions",
+                    WARN,
+                    f"functions that are not ours: {', '.join(foreign)}",
+                    "find who registered them (`gearadmin --workers`)",
+                )
             )
         rogue = [w for w in gio.admin_workers() if _is_rogue_worker(w)]
         if rogue:
             checks.append(
-                Check("workers", EXPOSED,
-                      f"{len(rogue)} worker(s) for `import` that are not ours: {rogue[:3]}",
-                      "firewall gearmand's port and use --tls; rotate IMPORTER_SECRET_KEYS")
+                Check(
+                    "workers",
+                    EXPOSED,
+                    f"{len(rogue)} worker(s) for `import` that are not ours: {rogue[:3]}",
+                    "firewall gearmand's port and use --tls; rotate IMPORTER_SECRET_KEYS",
+                )
             )
     except ImporterError:
         pass
@@ -192,13 +202,23 @@ def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             checks.append(
-                Check("key files", EXPOSED, f"{path} is readable by others ({oct(mode & 0o777)})",
-                      f"chmod 600 {path}")
+                Check(
+                    "key files",
+                    EXPOSED,
+                    f"{path} is readable by others ({oct(mode & 0o777)})",
+                    f"chmod 600 {path}",
+                )
             )
     try:
         for warning in mail_url_warnings(settings.resolved_mail_url):
-            checks.append(Check("mail transport", EXPOSED, warning,
-                                "use ?starttls=true or smtps:// in IMPORTER_MAIL_URL"))
+            checks.append(
+                Check(
+                    "mail transport",
+                    EXPOSED,
+                    warning,
+                    "use ?starttls=true or smtps:// in IMPORTER_MAIL_URL",
+                )
+            )
     except ImporterError as e:
         checks.append(Check("mail transport", FAIL, e.message))
     if not checks:

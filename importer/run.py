@@ -22,7 +22,7 @@ from importer.gearmand import GearmandProcess, free_port
 from importer.notify import validate_address
 from importer.outbox import deliver_pending
 from importer.states import NotifyMode
-from importer.status import overview, unfinished
+from importer.status import documents, overview, unfinished
 from importer.submit import SubmitOptions
 from workers.supervisor import Supervisor, WorkerOptions
 
@@ -112,7 +112,14 @@ def run_all(
     started = time.monotonic()
     with ExitStack() as stack:
         settings = _gearmand_for(settings, stack, err)
-        sup = Supervisor(settings, WorkerOptions(concurrency=workers, reaper_interval=5.0))
+        sup = Supervisor(
+            settings,
+            WorkerOptions(
+                concurrency=workers,
+                reaper_interval=5.0,
+                log_level=min(logging.getLogger().getEffectiveLevel(), logging.WARNING),
+            ),
+        )
         thread = threading.Thread(target=sup.run, name="supervisor", daemon=True)
         thread.start()
 
@@ -137,6 +144,9 @@ def run_all(
         out.print_json(json.dumps({**batch, "seconds": round(elapsed, 2)}))
     else:
         _print_summary(settings, batch, elapsed, out)
+        for doc in documents(db, result.batch_id, None):
+            if doc["status"] in ("failed", "dead"):
+                out.print(f"  {doc['status']}: {doc['path']}: {doc['error']}", highlight=False)
     return int(ExitCode.ok if batch["failed"] == 0 else ExitCode.some_failed)
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import gearman  # type: ignore[import-untyped]
 from gearman.errors import GearmanError  # type: ignore[import-untyped]
-from importer.gearman_io import FUNCTION
 
+from importer.gearman_io import FUNCTION
 from workers.job import JobContext, StopNow, handle
 
 log = logging.getLogger(__name__)

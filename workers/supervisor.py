@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from importer.gearman_io import GearmanIO, host_list
-
 from importer.config import Settings
 from importer.db.engine import open_database
 from importer.errors import ImporterError
+from importer.gearman_io import GearmanIO, host_list
 from importer.outbox import deliver_pending
 from importer.requeue import requeue_stale
 from workers.job import JobContext
@@ -45,6 +44,7 @@ def _child_main(settings_data: dict[str, Any], opts: WorkerOptions) -> None:
     logging.basicConfig(
         level=opts.log_level, format="%(asctime)s %(processName)s %(levelname)s %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     settings = Settings(**settings_data)
     stop = threading.Event()

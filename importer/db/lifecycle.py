@@ -16,6 +16,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from importer.db.engine import Database
 from importer.db.models import Batch, Document, Outbox, Page, RejectedJob, utcnow
+from importer.db.retry import waits_for_database
 from importer.states import FINISHED, UNFINISHED, DocStatus, NotifyMode, PageSource
 
 
@@ -46,6 +47,7 @@ class StoredPage:
     seconds: float | None
 
 
+@waits_for_database
 def claim(
     db: Database,
     *,
@@ -72,6 +74,12 @@ def claim(
             return ClaimRefusal.mismatch
         if doc.status in FINISHED:
             return ClaimRefusal.finished
+        done_pages = frozenset(
+            s.scalars(select(Page.number).where(Page.document_id == doc.id)).all()
+        )
+        if doc.status == DocStatus.running and doc.lease_owner == owner:
+            # our own claim, committed before a dropped connection hid the answer
+            return Claimed(doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages)
         if doc.status == DocStatus.running and doc.lease_expires_at and doc.lease_expires_at > now:
             return ClaimRefusal.leased
         if doc.next_attempt_at and doc.next_attempt_at > now:
@@ -83,8 +91,7 @@ def claim(
         doc.error = None
         doc.next_attempt_at = None
         doc.started_at = doc.started_at or now
-        done_pages = s.scalars(select(Page.number).where(Page.document_id == doc.id)).all()
-        return Claimed(doc.id, doc.batch_id, doc.path, lang, doc.attempts, frozenset(done_pages))
+        return Claimed(doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages)
 
 
 def _owned(doc_id: int, owner: str):  # type: ignore[no-untyped-def]
@@ -95,6 +102,7 @@ def _owned(doc_id: int, owner: str):  # type: ignore[no-untyped-def]
     )
 
 
+@waits_for_database
 def set_page_count(db: Database, doc_id: int, owner: str, pages: int, lease_seconds: int) -> bool:
     with db.session() as s:
         result = s.execute(
@@ -105,6 +113,7 @@ def set_page_count(db: Database, doc_id: int, owner: str, pages: int, lease_seco
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
+@waits_for_database
 def save_pages(
     db: Database, doc_id: int, owner: str, pages: Sequence[StoredPage], lease_seconds: int
 ) -> bool:
@@ -140,6 +149,7 @@ def save_pages(
         return True
 
 
+@waits_for_database
 def finish(
     db: Database,
     doc_id: int,
@@ -205,6 +215,7 @@ def _add_outbox(s, key: str, batch: Batch) -> None:  # type: ignore[no-untyped-d
         s.add(Outbox(key=key, batch_id=batch.id, recipient=batch.email))
 
 
+@waits_for_database
 def close_batch_if_done(db: Database, batch_id: str) -> None:
     """For batches whose documents all finished at submit time (e.g. every file not a PDF)."""
     with db.session(immediate=True) as s:
@@ -217,6 +228,7 @@ def backoff_seconds(attempt: int, *, base: float = 5.0, cap: float = 600.0) -> f
     return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))  # noqa: S311
 
 
+@waits_for_database
 def retry_later(
     db: Database, doc_id: int, *, owner: str, error: str, max_attempts: int
 ) -> DocStatus:
@@ -246,6 +258,7 @@ def retry_later(
     return DocStatus.queued
 
 
+@waits_for_database
 def release(db: Database, doc_id: int, *, owner: str) -> None:
     """Hand a document back untouched (shutdown): no attempt is charged."""
     with db.session() as s:
@@ -262,11 +275,13 @@ def release(db: Database, doc_id: int, *, owner: str) -> None:
         )
 
 
+@waits_for_database
 def record_rejection(db: Database, *, unique: str | None, reason: str, worker: str) -> None:
     with db.session() as s:
         s.add(RejectedJob(unique=(unique or "")[:128], reason=reason, worker=worker))
 
 
+@waits_for_database
 def stale_documents(db: Database, *, limit: int = 1000, now: datetime | None = None) -> list[int]:
     """Queued documents not (or no longer) on any gearmand, and running ones whose lease ran out."""
     now = now or utcnow()
