@@ -9,6 +9,7 @@ program is put first on PATH for the in-process `iter_pages`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -338,12 +339,16 @@ def test_missing_language_is_named(tmp_path: Path) -> None:
 
 
 def test_page_timeout_kills_everything(private_tmp: Path) -> None:
-    items = process_document(SAMPLES / "scanned_letter.pdf", limits=Limits(page_timeout=0.3))
+    items = process_document(SAMPLES / "scanned_letter.pdf", limits=Limits(page_timeout=0.4))
     child = start_and_find_child(items)
     with pytest.raises(PageTimeout) as caught:
         list(items)
     assert caught.value.transient
-    assert "on page 1" in caught.value.reason
+    # Tesseract alone needs more than 0.4 s for a page; on a very busy machine an
+    # earlier step may be the one to run out of time.
+    assert re.match(
+        r"(Tesseract|pdftoppm) timed out on page 1|pdf\w+ timed out", caught.value.reason
+    )
     assert group_members(child) == []
     assert engine_children() == []
     assert list(private_tmp.iterdir()) == []

@@ -177,26 +177,25 @@ def iter_pages(
     limits: Limits = Limits(),
     skip_pages: Collection[int] = (),
     work_dir: str | os.PathLike[str] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> Iterator[DocumentInfo | PageResult]:
     """Yield DocumentInfo, then a PageResult per page not in `skip_pages`, in this process.
 
-    Page images go to `work_dir`, or to a temporary directory removed at the end.
-    Raises DocumentError.
+    This is what the isolated child runs. Page images go to `work_dir`, or to a
+    temporary directory removed at the end. `on_step` is called after each step that
+    yields nothing (the text layer, the language check), so a watching parent can time
+    every step by the page timeout. Raises DocumentError.
     """
     skip = frozenset(skip_pages)
     if work_dir is not None:
-        yield from _Reader(Path(path), lang, limits, skip, Path(work_dir)).run()
+        yield from _Reader(Path(path), lang, limits, skip, Path(work_dir), on_step).run()
         return
     with tempfile.TemporaryDirectory(prefix="importer-doc-") as tmp:
-        yield from _Reader(Path(path), lang, limits, skip, Path(tmp)).run()
+        yield from _Reader(Path(path), lang, limits, skip, Path(tmp), on_step).run()
 
 
 class _Reader:
-    """One pass over one document; owns the deadlines every external call is timed by.
-
-    `on_step` is called after each step that yields nothing (the text layer, the
-    language check), so a watching parent can time every step by the page timeout.
-    """
+    """One pass over one document; owns the deadlines every external call is timed by."""
 
     def __init__(
         self,
@@ -665,16 +664,16 @@ def child_main() -> int:
         channel.write(json.dumps(message).encode("utf-8") + b"\n")
         channel.flush()
 
-    reader = _Reader(
-        Path(request["path"]),
-        request["lang"],
-        limits,
-        frozenset(request["skip"]),
-        Path(request["work_dir"]),
+    pages = iter_pages(
+        request["path"],
+        lang=request["lang"],
+        limits=limits,
+        skip_pages=request["skip"],
+        work_dir=request["work_dir"],
         on_step=lambda: send({"t": "step"}),
     )
     try:
-        for item in reader.run():
+        for item in pages:
             if isinstance(item, DocumentInfo):
                 send({"t": "info", "pages": item.pages})
             else:

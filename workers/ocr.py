@@ -70,7 +70,8 @@ def missing_languages(lang: str, *, timeout: float) -> list[str]:
     """The languages in `lang` that Tesseract has no data for."""
     tesseract = _pytesseract().pytesseract.tesseract_cmd
     out = run_tool([tesseract, "--list-langs"], timeout=timeout)
-    installed = set(out.stdout.decode("utf-8", "replace").split()[1:])
+    listing = (out.stdout or out.stderr).decode("utf-8", "replace").splitlines()
+    installed = {line.strip() for line in listing[1:]}  # after "List of available ..."
     return [name for name in languages(lang) if name not in installed]
 
 
@@ -87,22 +88,25 @@ def read_page(image: Path, *, lang: str, dpi: int, deadline: float) -> OcrResult
     """Read a page image; if the reading is poor, try again the right way up.
 
     `deadline` is a `time.monotonic()` instant that every Tesseract run must finish by.
+    The second try is a bonus: when it runs out of time, the first reading stands.
     """
     first = recognize(image, lang=lang, dpi=dpi, timeout=deadline - time.monotonic())
     if first.confidence is None or first.confidence >= LOW_CONFIDENCE:
         return first
     if first.words < MIN_WORDS_FOR_OSD:
         return first
-    rotate = orientation(image, dpi=dpi, timeout=deadline - time.monotonic())
-    if not rotate:
-        return first
-    turned = turn(image, rotate)
-    if turned is None:
-        return first
     try:
-        second = recognize(turned, lang=lang, dpi=dpi, timeout=deadline - time.monotonic())
-    finally:
-        turned.unlink(missing_ok=True)
+        rotate = orientation(image, dpi=dpi, timeout=deadline - time.monotonic())
+        turned = turn(image, rotate) if rotate else None
+        if turned is None:
+            return first
+        try:
+            second = recognize(turned, lang=lang, dpi=dpi, timeout=deadline - time.monotonic())
+        finally:
+            turned.unlink(missing_ok=True)
+    except ToolTimeout:
+        log.warning("%s: no time left to check its orientation; keeping the first reading", image)
+        return first
     log.debug(
         "%s: confidence %.1f upright, %.1f turned %d degrees",
         image,

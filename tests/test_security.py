@@ -1,0 +1,154 @@
+"""A rogue client that reaches gearmand: forged, expired, replayed and escaping jobs.
+
+None of them may open a file (watched with inotify), each is counted, and a legitimate
+job after them still completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from inotify_simple import INotify, flags
+
+from importer import payload
+from importer.gearman_io import GearmanIO, JobSpec
+from tests.conftest import SAMPLES, importer, settings_from
+
+TTL = 3600
+
+
+@pytest.fixture
+def layout(tmp_path: Path, env: dict[str, str]) -> dict[str, Path]:
+    root = tmp_path / "root"
+    outside = tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    shutil.copy(SAMPLES / "born_digital.pdf", root / "legit.pdf")
+    shutil.copy(SAMPLES / "born_digital.pdf", outside / "secret.pdf")
+    (root / "link.pdf").symlink_to(outside / "secret.pdf")
+    env["IMPORTER_ALLOWED_ROOTS"] = str(root)
+    env["IMPORTER_JOB_TTL_SECONDS"] = str(TTL)
+    return {"root": root, "outside": outside, "secret": outside / "secret.pdf"}
+
+
+def watch(path: Path) -> INotify:
+    ino = INotify()
+    ino.add_watch(str(path), flags.OPEN | flags.ACCESS)
+    return ino
+
+
+def opened(ino: INotify) -> bool:
+    return bool(ino.read(timeout=0))
+
+
+def rogue_submit(env: dict[str, str], jobs: list[tuple[str, bytes]]) -> None:
+    with GearmanIO([env["IMPORTER_GEARMAN_SERVERS"]]) as gio:
+        gio.submit_background([JobSpec(unique=u, data=d) for u, d in jobs])
+
+
+def status(env: dict[str, str], batch: str | None = None) -> dict:  # type: ignore[type-arg]
+    args = ["status", "--json"] + ([batch] if batch else [])
+    return json.loads(importer(*args, env=env, check=True).stdout)
+
+
+def test_forged_jobs_open_nothing_and_are_counted(env: dict[str, str],
+                                                   layout: dict[str, Path]) -> None:
+    settings = settings_from(env)
+    ring = settings.keyring()
+    secret = str(layout["secret"])
+
+    # a real document, imported once: its payload is what an attacker would capture
+    first = json.loads(importer("submit", str(layout["root"] / "legit.pdf"), "--email",
+                                "ops@example.com", "--json", env=env, check=True).stdout)
+    importer("worker", "--burst", env=env, check=True)
+    doc = status(env, first["batch_id"])["documents"][0]
+    assert doc["status"] == "done"
+    captured = payload.encode(doc["job_id"], doc["path"], "ops@example.com", keyring=ring)
+
+    ino = watch(layout["secret"])
+    now = time.time()
+    wrong = [(ring[0][0], b"not-the-real-secret-at-all")]
+    forged = [
+        ("legacy-1", f"{secret}||:||ops@example.com".encode()),
+        ("unsigned-1", json.dumps({"job_id": "unsigned-1", "file": secret,
+                                   "email": "ops@example.com"}).encode()),
+        ("badsig-1", payload.encode("badsig-1", secret, "ops@example.com", keyring=wrong)),
+        ("expired-1", payload.encode("expired-1", secret, "ops@example.com", keyring=ring,
+                                     now=now - TTL - 60)),
+        ("unknownkid-1", payload.encode("unknownkid-1", secret, "ops@example.com",
+                                        keyring=[("k9", b"x" * 32)])),
+        # signed with the real key, but no such document: an insider cannot invent jobs
+        ("j-invented", payload.encode("j-invented", secret, "ops@example.com", keyring=ring)),
+        # a real job id with another path: the database's path wins, so it is refused
+        (doc["job_id"], payload.encode(doc["job_id"], secret, "ops@example.com",
+                                       keyring=ring)),
+    ]
+    rogue_submit(env, forged)
+    importer("worker", "--burst", env=env, check=True)
+    # the replay of the captured payload goes in after the forged one with the same unique
+    rogue_submit(env, [(doc["job_id"], captured)])
+    importer("worker", "--burst", env=env, check=True)
+
+    assert not opened(ino), "a forged job opened the file outside the roots"
+    assert status(env)["rejected_jobs"] == len(forged) + 1
+    assert status(env, first["batch_id"])["documents"][0]["status"] == "done"
+
+    # a legitimate job after all of that still completes
+    second = json.loads(importer("submit", str(layout["root"] / "legit.pdf"), "--email",
+                                 "ops@example.com", "--json", "--force", env=env,
+                                 check=True).stdout)
+    importer("worker", "--burst", env=env, check=True)
+    assert status(env, second["batch_id"])["batches"][0]["done"] == 1
+    assert not opened(ino)
+
+
+def test_symlink_escape_is_refused_by_submitter_and_worker(env: dict[str, str],
+                                                           layout: dict[str, Path]) -> None:
+    ino = watch(layout["secret"])
+    proc = importer("submit", str(layout["root"] / "link.pdf"), "--email", "ops@example.com",
+                    env=env)
+    assert proc.returncode == 2
+    assert "outside IMPORTER_ALLOWED_ROOTS" in proc.stderr
+
+    # walking the root skips the link; the real file is queued
+    result = json.loads(importer("submit", str(layout["root"]), "--email", "ops@example.com",
+                                 "--json", env=env, check=True).stdout)
+    assert result["submitted"] == 1
+    # the recorded file is swapped for a link outside the roots before a worker gets to it
+    legit = layout["root"] / "legit.pdf"
+    legit.unlink()
+    legit.symlink_to(layout["secret"])
+    importer("worker", "--burst", env=env, check=True)
+    doc = status(env, result["batch_id"])["documents"][0]
+    assert doc["status"] == "failed"
+    assert "refused" in doc["error"]
+    assert not opened(ino)
+
+
+def test_worker_refuses_a_recorded_path_outside_the_roots(env: dict[str, str],
+                                                          layout: dict[str, Path]) -> None:
+    """A document recorded before the roots were narrowed is not read."""
+    env_wide = dict(env)
+    env_wide["IMPORTER_ALLOWED_ROOTS"] = str(layout["outside"])
+    result = json.loads(importer("submit", str(layout["secret"]), "--email", "ops@example.com",
+                                 "--json", env=env_wide, check=True).stdout)
+    ino = watch(layout["secret"])
+    importer("worker", "--burst", env=env, check=True)
+    doc = status(env, result["batch_id"])["documents"][0]
+    assert doc["status"] == "failed" and "outside IMPORTER_ALLOWED_ROOTS" in doc["error"]
+    assert not opened(ino)
+
+
+def test_secret_keys_file_is_private(tmp_path: Path) -> None:
+    from importer.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "d")
+    ring = settings.keyring()
+    assert ring and len(ring[0][1]) >= 32
+    assert os.stat(tmp_path / "d" / "secret_keys").st_mode & 0o777 == 0o600
+    assert Settings(data_dir=tmp_path / "d").keyring() == ring
