@@ -105,7 +105,7 @@ def handle(
         lease_seconds=ctx.settings.lease_seconds,
     )
     if isinstance(claimed, lifecycle.ClaimRefusal):
-        if claimed in (lifecycle.ClaimRefusal.unknown, lifecycle.ClaimRefusal.mismatch):
+        if claimed in lifecycle.FORGERY:
             lifecycle.record_rejection(
                 ctx.db, unique=unique, reason=claimed.value, worker=ctx.owner
             )

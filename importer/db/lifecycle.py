@@ -28,6 +28,11 @@ class ClaimRefusal(StrEnum):
     not_due = "document is waiting for its next attempt"
 
 
+# Refusals that only a forged or replayed job produces: counted as rejected jobs. A job
+# whose document another worker holds is a duplicate delivery, dropped without a count.
+FORGERY = frozenset({ClaimRefusal.unknown, ClaimRefusal.mismatch, ClaimRefusal.finished})
+
+
 @dataclass(frozen=True)
 class Claimed:
     id: int
