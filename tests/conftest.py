@@ -76,17 +76,25 @@ def env(tmp_path: Path, gearmand) -> dict[str, str]:  # type: ignore[no-untyped-
 
 
 def settings_from(env: dict[str, str]) -> Settings:
-    values = {k.removeprefix("IMPORTER_").lower(): v for k, v in env.items()
-              if k.startswith("IMPORTER_") and k != "IMPORTER_CONFIG"}
+    values = {
+        k.removeprefix("IMPORTER_").lower(): v
+        for k, v in env.items()
+        if k.startswith("IMPORTER_") and k != "IMPORTER_CONFIG"
+    }
     return Settings(**values)
 
 
-def importer(*args: str, env: dict[str, str], timeout: float = 300,
-             check: bool = False) -> subprocess.CompletedProcess[str]:
+def importer(
+    *args: str, env: dict[str, str], timeout: float = 300, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """Run the console command as a user would."""
     proc = subprocess.run(
         [sys.executable, "-m", "importer", *args],
-        env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -80,7 +80,8 @@ def test_config_file_keys(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_dry_run_records_nothing(env: dict[str, str], inbox: Path) -> None:
-    proc = importer("submit", str(inbox), "--email", "a@example.com", "--dry-run", env=env,
-                    check=True)
+    proc = importer(
+        "submit", str(inbox), "--email", "a@example.com", "--dry-run", env=env, check=True
+    )
     assert "born_digital.pdf" in proc.stdout and "would be submitted" in proc.stdout
     assert batches(env) == 0

@@ -22,14 +22,16 @@ def expected_pages(name: str) -> list[str]:
 
 
 def submit_json(inbox: Path, env: dict[str, str], *extra: str) -> dict[str, object]:
-    proc = importer("submit", str(inbox), "--email", "ops@example.com", "--json", *extra,
-                    env=env, check=True)
+    proc = importer(
+        "submit", str(inbox), "--email", "ops@example.com", "--json", *extra, env=env, check=True
+    )
     return json.loads(proc.stdout)
 
 
 @pytest.mark.slow
-def test_batch_imports_text_and_mails_once(inbox: Path, env: dict[str, str],
-                                            database_url: str) -> None:
+def test_batch_imports_text_and_mails_once(
+    inbox: Path, env: dict[str, str], database_url: str
+) -> None:
     env["IMPORTER_DATABASE_URL"] = database_url
     env["IMPORTER_ALLOWED_ROOTS"] = str(inbox)
     (inbox / "fake.pdf").write_text("a text file with a PDF's name\n")
@@ -61,8 +63,9 @@ def test_batch_imports_text_and_mails_once(inbox: Path, env: dict[str, str],
         assert rate <= limit, f"{name}: character error rate {rate:.3%}"
     # born-digital pages come from the text layer, not OCR
     assert {pages[("born_digital", n)].source for n in range(1, 3)} == {PageSource.text_layer}
-    assert all(p.confidence is not None for (name, _), p in pages.items()
-               if name.startswith("scanned"))
+    assert all(
+        p.confidence is not None for (name, _), p in pages.items() if name.startswith("scanned")
+    )
 
     # exactly one summary e-mail for the batch, in the default maildir
     box = mailbox.Maildir(Path(env["IMPORTER_DATA_DIR"]) / "mail", create=False)
@@ -98,8 +101,9 @@ def test_export_jsonl_has_the_documented_keys(inbox: Path, env: dict[str, str]) 
     born = records["born_digital.pdf"]
     assert born["text"].count("\f") == born["pages"] - 1
     assert cer(expected_pages("born_digital")[0], born["text"].split("\f")[0]) <= 0.02
-    hits = json.loads(importer("search", born["text"].split()[3], "--json", env=env,
-                               check=True).stdout)
+    hits = json.loads(
+        importer("search", born["text"].split()[3], "--json", env=env, check=True).stdout
+    )
     assert any(h["path"].endswith("born_digital.pdf") for h in hits)
 
 
@@ -118,7 +122,8 @@ def test_status_shows_live_page_progress(tmp_path: Path, env: dict[str, str]) ->
         writer.write(handle)
     batch = submit_json(folder, env)["batch_id"]
     worker = __import__("subprocess").Popen(
-        [__import__("sys").executable, "-m", "importer", "worker", "--burst"], env=env)
+        [__import__("sys").executable, "-m", "importer", "worker", "--burst"], env=env
+    )
     try:
         seen: list[list[int]] = []
         deadline = time.monotonic() + 240
@@ -158,8 +163,13 @@ def test_payload_from_submitter_reaches_worker_through_gearmand(
     w = Once([env["IMPORTER_GEARMAN_SERVERS"]])
 
     def on_job(_w: object, job: object) -> bytes:
-        received.append(payload.decode(job.data, keyring=settings.keyring(),  # type: ignore[attr-defined]
-                                       ttl_seconds=60))
+        received.append(
+            payload.decode(
+                job.data,
+                keyring=settings.keyring(),  # type: ignore[attr-defined]
+                ttl_seconds=60,
+            )
+        )
         received.append(job.unique)  # type: ignore[attr-defined]
         return b"ok"
 

@@ -31,9 +31,23 @@ def test_run_imports_samples_with_a_private_gearmand(tmp_path: Path) -> None:
     env = run_env(tmp_path)
     before = gearmand_processes()
     proc = subprocess.run(
-        [sys.executable, "-m", "importer", "run", str(SAMPLES), "--email", "you@example.com",
-         "--workers", "2", "--json"],
-        env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "importer",
+            "run",
+            str(SAMPLES),
+            "--email",
+            "you@example.com",
+            "--workers",
+            "2",
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 1, proc.stderr  # broken.pdf fails on purpose
     summary = json.loads(proc.stdout)
@@ -52,7 +66,11 @@ def test_run_refuses_an_explicit_gearmand_that_is_down(tmp_path: Path) -> None:
     env["IMPORTER_GEARMAN_SERVERS"] = f"127.0.0.1:{free_port()}"
     proc = subprocess.run(
         [sys.executable, "-m", "importer", "run", str(SAMPLES), "--email", "you@example.com"],
-        env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 3
     assert "IMPORTER_GEARMAN_SERVERS" in proc.stderr

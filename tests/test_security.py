@@ -56,15 +56,25 @@ def status(env: dict[str, str], batch: str | None = None) -> dict:  # type: igno
     return json.loads(importer(*args, env=env, check=True).stdout)
 
 
-def test_forged_jobs_open_nothing_and_are_counted(env: dict[str, str],
-                                                   layout: dict[str, Path]) -> None:
+def test_forged_jobs_open_nothing_and_are_counted(
+    env: dict[str, str], layout: dict[str, Path]
+) -> None:
     settings = settings_from(env)
     ring = settings.keyring()
     secret = str(layout["secret"])
 
     # a real document, imported once: its payload is what an attacker would capture
-    first = json.loads(importer("submit", str(layout["root"] / "legit.pdf"), "--email",
-                                "ops@example.com", "--json", env=env, check=True).stdout)
+    first = json.loads(
+        importer(
+            "submit",
+            str(layout["root"] / "legit.pdf"),
+            "--email",
+            "ops@example.com",
+            "--json",
+            env=env,
+            check=True,
+        ).stdout
+    )
     importer("worker", "--burst", env=env, check=True)
     doc = status(env, first["batch_id"])["documents"][0]
     assert doc["status"] == "done"
@@ -75,18 +85,27 @@ def test_forged_jobs_open_nothing_and_are_counted(env: dict[str, str],
     wrong = [(ring[0][0], b"not-the-real-secret-at-all")]
     forged = [
         ("legacy-1", f"{secret}||:||ops@example.com".encode()),
-        ("unsigned-1", json.dumps({"job_id": "unsigned-1", "file": secret,
-                                   "email": "ops@example.com"}).encode()),
+        (
+            "unsigned-1",
+            json.dumps(
+                {"job_id": "unsigned-1", "file": secret, "email": "ops@example.com"}
+            ).encode(),
+        ),
         ("badsig-1", payload.encode("badsig-1", secret, "ops@example.com", keyring=wrong)),
-        ("expired-1", payload.encode("expired-1", secret, "ops@example.com", keyring=ring,
-                                     now=now - TTL - 60)),
-        ("unknownkid-1", payload.encode("unknownkid-1", secret, "ops@example.com",
-                                        keyring=[("k9", b"x" * 32)])),
+        (
+            "expired-1",
+            payload.encode(
+                "expired-1", secret, "ops@example.com", keyring=ring, now=now - TTL - 60
+            ),
+        ),
+        (
+            "unknownkid-1",
+            payload.encode("unknownkid-1", secret, "ops@example.com", keyring=[("k9", b"x" * 32)]),
+        ),
         # signed with the real key, but no such document: an insider cannot invent jobs
         ("j-invented", payload.encode("j-invented", secret, "ops@example.com", keyring=ring)),
         # a real job id with another path: the database's path wins, so it is refused
-        (doc["job_id"], payload.encode(doc["job_id"], secret, "ops@example.com",
-                                       keyring=ring)),
+        (doc["job_id"], payload.encode(doc["job_id"], secret, "ops@example.com", keyring=ring)),
     ]
     rogue_submit(env, forged)
     importer("worker", "--burst", env=env, check=True)
@@ -99,25 +118,45 @@ def test_forged_jobs_open_nothing_and_are_counted(env: dict[str, str],
     assert status(env, first["batch_id"])["documents"][0]["status"] == "done"
 
     # a legitimate job after all of that still completes
-    second = json.loads(importer("submit", str(layout["root"] / "legit.pdf"), "--email",
-                                 "ops@example.com", "--json", "--force", env=env,
-                                 check=True).stdout)
+    second = json.loads(
+        importer(
+            "submit",
+            str(layout["root"] / "legit.pdf"),
+            "--email",
+            "ops@example.com",
+            "--json",
+            "--force",
+            env=env,
+            check=True,
+        ).stdout
+    )
     importer("worker", "--burst", env=env, check=True)
     assert status(env, second["batch_id"])["batches"][0]["done"] == 1
     assert not opened(ino)
 
 
-def test_symlink_escape_is_refused_by_submitter_and_worker(env: dict[str, str],
-                                                           layout: dict[str, Path]) -> None:
+def test_symlink_escape_is_refused_by_submitter_and_worker(
+    env: dict[str, str], layout: dict[str, Path]
+) -> None:
     ino = watch(layout["secret"])
-    proc = importer("submit", str(layout["root"] / "link.pdf"), "--email", "ops@example.com",
-                    env=env)
+    proc = importer(
+        "submit", str(layout["root"] / "link.pdf"), "--email", "ops@example.com", env=env
+    )
     assert proc.returncode == 2
     assert "outside IMPORTER_ALLOWED_ROOTS" in proc.stderr
 
     # walking the root skips the link; the real file is queued
-    result = json.loads(importer("submit", str(layout["root"]), "--email", "ops@example.com",
-                                 "--json", env=env, check=True).stdout)
+    result = json.loads(
+        importer(
+            "submit",
+            str(layout["root"]),
+            "--email",
+            "ops@example.com",
+            "--json",
+            env=env,
+            check=True,
+        ).stdout
+    )
     assert result["submitted"] == 1
     # the recorded file is swapped for a link outside the roots before a worker gets to it
     legit = layout["root"] / "legit.pdf"
@@ -130,13 +169,23 @@ def test_symlink_escape_is_refused_by_submitter_and_worker(env: dict[str, str],
     assert not opened(ino)
 
 
-def test_worker_refuses_a_recorded_path_outside_the_roots(env: dict[str, str],
-                                                          layout: dict[str, Path]) -> None:
+def test_worker_refuses_a_recorded_path_outside_the_roots(
+    env: dict[str, str], layout: dict[str, Path]
+) -> None:
     """A document recorded before the roots were narrowed is not read."""
     env_wide = dict(env)
     env_wide["IMPORTER_ALLOWED_ROOTS"] = str(layout["outside"])
-    result = json.loads(importer("submit", str(layout["secret"]), "--email", "ops@example.com",
-                                 "--json", env=env_wide, check=True).stdout)
+    result = json.loads(
+        importer(
+            "submit",
+            str(layout["secret"]),
+            "--email",
+            "ops@example.com",
+            "--json",
+            env=env_wide,
+            check=True,
+        ).stdout
+    )
     ino = watch(layout["secret"])
     importer("worker", "--burst", env=env, check=True)
     doc = status(env, result["batch_id"])["documents"][0]
