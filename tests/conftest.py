@@ -16,7 +16,7 @@ from rapidfuzz.distance import Levenshtein
 
 from importer.config import Settings
 
-pytest_plugins = ["tests.gearmand_fixture"]
+pytest_plugins = ["tests.gearmand_fixture", "tests.smtp_fixture"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_pdfs"

@@ -12,10 +12,9 @@ import email
 import email.policy
 import ipaddress
 import mailbox
-import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from importer.notify import (
     validate_address,
 )
 from importer.states import DocStatus
+from tests.smtp_fixture import Recorder, Server, free_port, running
 
 MAIL_FROM = "Importer <importer@localhost>"
 USER, PASSWORD = "mailer", "p@ss:w/rd"  # characters that must be URL-decoded
@@ -47,38 +47,6 @@ PASSWORD_IN_URL = "p%40ss%3Aw%2Frd"
 
 
 # Servers ----------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    data: bytes
-
-    @property
-    def message(self) -> EmailMessage:
-        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
-
-
-@dataclass
-class Recorder:
-    """aiosmtpd handler that keeps every message it accepts."""
-
-    received: list[Received] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.received.append(
-            Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
-        )
-        return "250 OK"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _authenticator(
@@ -90,31 +58,6 @@ def _authenticator(
         and auth_data.password == PASSWORD.encode()
     )
     return AuthResult(success=ok, handled=False)
-
-
-@dataclass
-class Server:
-    host: str
-    port: int
-    recorder: Recorder
-
-    @property
-    def received(self) -> list[Received]:
-        return self.recorder.received
-
-
-def _running(controller: Controller, recorder: Recorder) -> Iterator[Server]:
-    controller.start()
-    try:
-        yield Server(controller.hostname, controller.port, recorder)
-    finally:
-        controller.stop()
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[Server]:
-    recorder = Recorder()
-    yield from _running(Controller(recorder, hostname="127.0.0.1", port=_free_port()), recorder)
 
 
 @dataclass(frozen=True)
@@ -209,14 +152,14 @@ def starttls_server(certs: Certs) -> Iterator[Server]:
     controller = Controller(
         recorder,
         hostname="127.0.0.1",
-        port=_free_port(),
+        port=free_port(),
         tls_context=certs.server_context(),
         require_starttls=True,
         auth_require_tls=True,
         auth_required=True,
         authenticator=_authenticator,
     )
-    yield from _running(controller, recorder)
+    yield from running(controller, recorder)
 
 
 @pytest.fixture
@@ -226,7 +169,7 @@ def smtps_server(certs: Certs) -> Iterator[Server]:
     controller = Controller(
         recorder,
         hostname="127.0.0.1",
-        port=_free_port(),
+        port=free_port(),
         ssl_context=certs.server_context(),
         server_hostname="localhost",
         # aiosmtpd cannot tell that an implicit-TLS transport is encrypted.
@@ -234,7 +177,7 @@ def smtps_server(certs: Certs) -> Iterator[Server]:
         auth_required=True,
         authenticator=_authenticator,
     )
-    yield from _running(controller, recorder)
+    yield from running(controller, recorder)
 
 
 # Messages ---------------------------------------------------------------------------
@@ -471,7 +414,7 @@ def test_smtps_with_login(smtps_server: Server, trust_ca: None) -> None:
 
 
 def test_unreachable_server_names_host_and_port() -> None:
-    port = _free_port()
+    port = free_port()
     with pytest.raises(MailUnavailable, match=f"127.0.0.1:{port}"):
         send_message(
             document_message(_document(), mail_from=MAIL_FROM),

@@ -181,3 +181,33 @@ def test_payload_from_submitter_reaches_worker_through_gearmand(
         doc = s.scalars(select(Document).where(Document.batch_id == batch)).one()
     assert job.file == str(target) and job.email == "ops@example.com"  # type: ignore[attr-defined]
     assert job.job_id == doc.job_id == unique.decode()  # type: ignore[attr-defined]
+
+
+def test_notify_each_over_real_smtp(inbox: Path, env: dict[str, str], smtp_server) -> None:  # type: ignore[no-untyped-def]
+    """--notify each: one e-mail per document, received by a real SMTP server."""
+    for p in inbox.iterdir():
+        if p.name not in ("born_digital.pdf", "broken.pdf"):
+            p.unlink()
+    env["IMPORTER_MAIL_URL"] = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    submit_json(inbox, env, "--notify", "each")
+    importer("worker", "--burst", "--concurrency", "2", env=env, check=True)
+    received = smtp_server.received
+    assert len(received) == 2
+    assert all(r.rcpt_tos == ["ops@example.com"] for r in received)
+    bodies = [r.message.get_content() for r in received]
+    assert sum("born_digital.pdf" in b for b in bodies) == 1
+    assert sum("broken.pdf" in b for b in bodies) == 1
+
+
+def test_batch_mail_over_real_smtp(inbox: Path, env: dict[str, str], smtp_server) -> None:  # type: ignore[no-untyped-def]
+    for p in inbox.iterdir():
+        if p.name not in ("born_digital.pdf", "scanned_memo.pdf", "broken.pdf"):
+            p.unlink()
+    env["IMPORTER_MAIL_URL"] = f"smtp://{smtp_server.host}:{smtp_server.port}"
+    batch = submit_json(inbox, env)["batch_id"]
+    importer("worker", "--burst", "--concurrency", "2", env=env, check=True)
+    assert len(smtp_server.received) == 1
+    message = smtp_server.received[0].message
+    assert str(batch) in message["Subject"]
+    body = message.get_content()
+    assert "broken.pdf" in body and "importer retry" in body
