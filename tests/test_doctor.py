@@ -1,0 +1,71 @@
+"""`importer doctor`: plain answers about tools, services and exposure."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from importer.gearmand import GearmandProcess, free_port
+from tests.conftest import importer
+
+
+def checks(proc_stdout: str) -> dict[str, dict[str, str]]:
+    return {c["name"]: c for c in json.loads(proc_stdout)}
+
+
+def test_healthy_setup_passes(env: dict[str, str]) -> None:
+    proc = importer("doctor", "--json", env=env)
+    found = checks(proc.stdout)
+    assert proc.returncode == 0, proc.stdout
+    assert found["tesseract"]["state"] == "ok"
+    assert found["languages"]["state"] == "ok"
+    assert found[f"gearmand {env['IMPORTER_GEARMAN_SERVERS']}"]["state"] == "ok"
+    assert found["database"]["state"] == "ok"
+
+
+def test_flags_gearmand_listening_on_all_interfaces(env: dict[str, str], tmp_path: Path) -> None:
+    exposed = GearmandProcess(data_dir=tmp_path / "open", listen="0.0.0.0", port=free_port())
+    with exposed:
+        exposed.wait_ready()
+        proc = importer("doctor", "--json", env=env)
+    assert proc.returncode != 0
+    rows = [c for c in json.loads(proc.stdout) if c["state"] == "exposed"]
+    assert any(f"0.0.0.0:{exposed.port}" in c["detail"] for c in rows), rows
+    assert any("--tls" in c["fix"] for c in rows)
+
+
+def test_flags_missing_language_and_readable_keys(env: dict[str, str]) -> None:
+    importer("status", env=env, check=True)
+    keys = Path(env["IMPORTER_DATA_DIR"]) / "secret_keys"
+    keys.write_text("k1:" + "s" * 32 + "\n")
+    os.chmod(keys, 0o644)
+    env.pop("IMPORTER_SECRET_KEYS")
+    proc = importer("doctor", "--json", "--lang", "eng+xyz", env=env)
+    assert proc.returncode != 0
+    found = checks(proc.stdout)
+    assert "tesseract-ocr-xyz" in found["languages"]["fix"]
+    assert found["key files"]["state"] == "exposed" and "chmod 600" in found["key files"]["fix"]
+
+
+def test_flags_plaintext_smtp_password(env: dict[str, str]) -> None:
+    env["IMPORTER_MAIL_URL"] = "smtp://user:secret@mail.example.com:25"
+    proc = importer("doctor", "--json", env=env)
+    assert proc.returncode != 0
+    assert checks(proc.stdout)["mail transport"]["state"] == "exposed"
+    assert "secret" not in proc.stdout
+
+
+def test_flags_remote_gearmand_without_tls(env: dict[str, str]) -> None:
+    """Judged from the configuration alone: the remote address is never contacted."""
+    from importer.doctor import check_exposure
+    from importer.gearman_io import GearmanIO
+    from tests.conftest import settings_from
+
+    local = env["IMPORTER_GEARMAN_SERVERS"]
+    env["IMPORTER_GEARMAN_SERVERS"] = f"{local},gearman.example.com:4730"
+    with GearmanIO([local]) as gio:
+        found = {c.name: c for c in check_exposure(settings_from(env), gio)}
+    assert found["gearmand transport"].state == "exposed"
+    assert "gearman.example.com:4730" in found["gearmand transport"].detail
+    assert "IMPORTER_TLS_CA" in found["gearmand transport"].fix
