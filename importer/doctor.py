@@ -23,6 +23,7 @@ from importer.db.engine import open_database
 from importer.errors import ImporterError
 from importer.gearman_io import FUNCTION, GearmanIO
 from importer.mail import mail_url_warnings
+from importer.payload import Keyring, is_our_worker
 
 OK, WARN, FAIL, EXPOSED = "ok", "warn", "fail", "exposed"
 
@@ -186,7 +187,8 @@ def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
                     "find who registered them (`gearadmin --workers`)",
                 )
             )
-        rogue = [w for w in gio.admin_workers() if _is_rogue_worker(w)]
+        ring = settings.keyring()
+        rogue = [w for w in gio.admin_workers() if _is_rogue_worker(w, ring)]
         if rogue:
             checks.append(
                 Check(
@@ -226,15 +228,17 @@ def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
     return checks
 
 
-_WORKER_LINE = re.compile(r"^\d+ (?P<ip>\S+) (?P<client>\S+) :(?P<functions>.*)$")
+_WORKER_LINE = re.compile(
+    r"^(?:\S+:\d+ )?\d+ (?P<ip>\S+) (?P<client>\S+) :(?P<functions>.*)$"
+)
 
 
-def _is_rogue_worker(line: str) -> bool:
-    """A worker for our function whose client id is not host:pid, the id our workers set."""
+def _is_rogue_worker(line: str, keyring: Keyring) -> bool:
+    """A worker for our function whose client id was not made with our keys."""
     m = _WORKER_LINE.match(line.strip())
     if not m or FUNCTION.decode() not in m["functions"].split():
         return False
-    return not re.fullmatch(r"[\w.-]+:\d+", m["client"])
+    return not is_our_worker(m["client"], keyring)
 
 
 def _secret_files(settings: Settings) -> list[Path]:

@@ -96,3 +96,23 @@ def decode(
     if current - payload.iat > ttl_seconds:
         raise PayloadRejected(f"payload expired (issued {int(current - payload.iat)} s ago)")
     return payload
+
+
+def worker_id(owner: str, keyring: Keyring) -> str:
+    """The client id our workers give gearmand: `owner~mac`, so `doctor` can tell ours apart.
+
+    An id copied from an open gearmand's `workers` list can be replayed; the check still
+    finds every worker started without our keys.
+    """
+    kid, secret = keyring[0]
+    return f"{owner}~{_mac(secret, b'worker:' + owner.encode())[:16]}"
+
+
+def is_our_worker(client_id: str, keyring: Keyring) -> bool:
+    owner, sep, mac = client_id.rpartition("~")
+    if not sep:
+        return False
+    return any(
+        hmac.compare_digest(_mac(secret, b"worker:" + owner.encode())[:16], mac)
+        for _, secret in keyring
+    )

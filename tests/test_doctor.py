@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from importer.gearman_io import GearmanIO
 from importer.gearmand import GearmandProcess, free_port
 from tests.conftest import importer
 
@@ -69,3 +70,45 @@ def test_flags_remote_gearmand_without_tls(env: dict[str, str]) -> None:
     assert found["gearmand transport"].state == "exposed"
     assert "gearman.example.com:4730" in found["gearmand transport"].detail
     assert "IMPORTER_TLS_CA" in found["gearmand transport"].fix
+
+
+def test_flags_a_rogue_worker_and_foreign_functions(env: dict[str, str]) -> None:
+    """A worker that registered `import` without being ours (it would steal jobs)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    import gearman  # type: ignore[import-untyped]
+
+    stop = threading.Event()
+
+    class Rogue(gearman.GearmanWorker):  # type: ignore[misc]
+        def after_poll(self, any_activity: bool) -> bool:
+            return not stop.is_set()
+
+    rogue = Rogue([env["IMPORTER_GEARMAN_SERVERS"]])
+    rogue.register_task(b"import", lambda w, j: b"")
+    rogue.register_task(b"shell_exec", lambda w, j: b"")
+    thread = threading.Thread(target=rogue.work, kwargs={"poll_timeout": 0.2}, daemon=True)
+    thread.start()
+    ours = subprocess.Popen([sys.executable, "-m", "importer", "worker"], env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            workers = GearmanIO([env["IMPORTER_GEARMAN_SERVERS"]]).admin_workers()
+            registered = sum(" import" in w for w in workers)
+            if registered == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        proc = importer("doctor", "--json", env=env)
+        found = checks(proc.stdout)
+    finally:
+        stop.set()
+        thread.join(5)
+        ours.terminate()
+        ours.wait(30)
+    assert proc.returncode != 0
+    assert found["workers"]["state"] == "exposed"
+    assert found["workers"]["detail"].startswith("1 worker(s)"), "our own worker was flagged"
+    assert "shell_exec" in found["functions"]["detail"]

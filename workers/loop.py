@@ -20,6 +20,7 @@ import gearman  # type: ignore[import-untyped]
 from gearman.errors import GearmanError  # type: ignore[import-untyped]
 
 from importer.gearman_io import FUNCTION
+from importer.payload import worker_id
 from workers.job import JobContext, StopNow, handle
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
         self.jobs_done = 0
         self.idle_polls = 0
         self.finished = False
-        self.set_client_id(ctx.owner)
+        self.set_client_id(worker_id(ctx.owner, ctx.keyring))
         self.register_task(FUNCTION, self._on_job)
 
     def _on_job(self, worker: Any, job: Any) -> bytes:
