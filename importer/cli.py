@@ -34,7 +34,8 @@ app = typer.Typer(
 certs_app = typer.Typer(help="Certificates for mutual TLS between gearmand and its clients.")
 app.add_typer(certs_app, name="certs")
 
-out = Console(soft_wrap=True)
+# Piped output gets room for its tables instead of 80 squeezed columns.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, soft_wrap=True)
 
 Paths = Annotated[list[str], typer.Argument(help="Files or directories of PDFs.")]

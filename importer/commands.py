@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich import box
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -158,30 +159,31 @@ def show_status(
         return finished
     if clear:
         out.clear()
-    table = Table(
-        "batch",
-        "email",
-        "total",
-        "queued",
-        "running",
-        "done",
-        "failed",
-        "pages",
-        "created",
-        "finished",
-        title="batches",
-    )
+    table = Table(title="batches", box=box.SIMPLE_HEAD)
+    table.add_column("batch", no_wrap=True)
+    for name in ("total", "queued", "running", "done", "failed", "pages"):
+        table.add_column(name, justify="right")
+    table.add_column("finished", no_wrap=True)
+    table.add_column("email", overflow="fold")
     for b in data["batches"]:
+        finished = (b["finished_at"] or "")[11:19] or "-"
         table.add_row(
             b["id"],
-            b["email"],
             *(str(b[k]) for k in ("total", "queued", "running", "done", "failed", "pages_done")),
-            (b["created_at"] or "")[:19],
-            (b["finished_at"] or "")[:19],
+            finished,
+            b["email"],
         )
     out.print(table)
     if batch:
-        docs = Table("path", "job id", "status", "progress", "error", title=f"documents of {batch}")
+        docs = Table(
+            "path",
+            "job id",
+            "status",
+            "progress",
+            "error",
+            title=f"documents of {batch}",
+            box=box.SIMPLE_HEAD,
+        )
         for d in data["documents"]:
             num, den = d["progress"]
             docs.add_row(
