@@ -68,6 +68,19 @@ class CertPaths:
     def client_key(self) -> Path:
         return self.dir / "client.key"
 
+    def files(self) -> list[Path]:
+        return [
+            self.ca_cert,
+            self.ca_key,
+            self.server_cert,
+            self.server_key,
+            self.client_cert,
+            self.client_key,
+        ]
+
+    def __str__(self) -> str:
+        return ", ".join(path.name for path in self.files())
+
 
 def init_ca_dir(
     dir: Path,

@@ -10,23 +10,25 @@ for submitting, not for registering a worker, not for the admin protocol.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import IO, Any
 
 from importer.certs import CertPaths
 from importer.config import Settings
 from importer.errors import BadInput, ExitCode, GearmanUnavailable
-from importer.gearmand import GearmandProcess, free_port
+from importer.gearmand import GearmandProcess, free_port, port_in_use
 
 log = logging.getLogger(__name__)
 stunnel_log = logging.getLogger("importer.tools.stunnel")
@@ -34,6 +36,8 @@ stunnel_log = logging.getLogger("importer.tools.stunnel")
 STUNNEL_NAMES = ("stunnel4", "stunnel")
 BACKEND_HOST = "127.0.0.1"
 _STOP_TIMEOUT = 5.0
+_PROBE_INTERVAL = 0.01  # stunnel is up in tens of milliseconds; do not add a sleep to that
+_LOG_LEVEL = re.compile(r"LOG(\d)\[")
 
 
 def stunnel_config(
@@ -48,6 +52,10 @@ def stunnel_config(
     """stunnel's configuration: TLS server on ADDR:PORT that demands a certificate from our CA.
 
     `foreground = yes` keeps stunnel our child, so its death is seen and it dies with us.
+    `sessionResume = no` stops the TLS 1.3 session tickets that the server sends after the
+    handshake: pygearman 0.2.6 retries `recv` in a tight loop on SSL_ERROR_WANT_READ, so a
+    ticket arriving at an idle worker kept it spinning inside `work()` until the next job.
+    Gearman connections are long-lived, so resumption saves nothing worth that.
     """
     paths = CertPaths(Path(certs_dir).resolve())
     values = {
@@ -85,6 +93,7 @@ def stunnel_config(
             "requireCert = yes",
             "sslVersionMin = TLSv1.2",
             "TIMEOUTclose = 0",
+            "sessionResume = no",
             "",
         ]
     )
@@ -115,7 +124,7 @@ def find_stunnel() -> str:
 
 
 def check_certs_dir(certs_dir: Path) -> CertPaths:
-    """Fail before starting anything when the certificates stunnel and the probe need are missing."""
+    """Fail before starting anything when a file that stunnel or the probe reads is missing."""
     paths = CertPaths(Path(certs_dir))
     needed = [paths.ca_cert, paths.server_cert, paths.server_key, paths.client_cert]
     needed.append(paths.client_key)
@@ -125,13 +134,9 @@ def check_certs_dir(certs_dir: Path) -> CertPaths:
             f"{paths.dir} lacks {', '.join(missing)}: "
             f"create the certificates with `importer certs init {paths.dir}`"
         )
-    mode = paths.server_key.stat().st_mode & 0o077
-    if mode:
-        log.warning(
-            "%s is readable by other users (mode %o): chmod 600 it",
-            paths.server_key,
-            paths.server_key.stat().st_mode & 0o777,
-        )
+    mode = paths.server_key.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s is readable by other users (mode %o): chmod 600 it", paths.server_key, mode)
     return paths
 
 
@@ -153,16 +158,27 @@ class TlsGearmand:
         self.certs = CertPaths(Path(certs_dir).resolve())
         self.data_dir = Path(data_dir)
         self.listen = listen
-        self.port = port if port is not None else free_port()
+        if port is not None and not 0 < port < 65536:
+            raise BadInput(f"--port {port} is not between 1 and 65535")
+        self.port = port if port is not None else free_port(listen)
         self.job_retries = job_retries
         self.backend: GearmandProcess | None = None
         self.stunnel: subprocess.Popen[bytes] | None = None
         self._run_dir: Path | None = None
+        self._log_pump: threading.Thread | None = None
 
     @property
-    def address(self) -> tuple[str, int]:
-        """Where clients connect (with TLS and a client certificate)."""
-        return self.listen, self.port
+    def address(self) -> str:
+        """Where clients connect (with TLS and a client certificate), as host:port."""
+        host = f"[{self.listen}]" if ":" in self.listen else self.listen
+        return f"{host}:{self.port}"
+
+    @property
+    def dial_host(self) -> str:
+        """The name a local client dials: a wildcard address is not a host to connect to."""
+        if self.listen.strip("[]") in ("0.0.0.0", "::", ""):
+            return "127.0.0.1"
+        return self.listen.strip("[]")
 
     @property
     def log_file(self) -> Path | None:
@@ -170,43 +186,50 @@ class TlsGearmand:
 
     def host_entry(self, name: str = "client") -> dict[str, Any]:
         """pygearman's host dict for this server, with NAME.pem from the certs dir."""
-        return pygearman_host(self.listen, self.port, self.certs.dir, name)
+        return pygearman_host(self.dial_host, self.port, self.certs.dir, name)
 
     def start(self) -> None:
         """Start gearmand, then stunnel; nothing is left running if either fails."""
         stunnel = find_stunnel()
         check_certs_dir(self.certs.dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if port_in_use(self.listen, self.port):
+            raise GearmanUnavailable(
+                f"cannot listen on {self.address}: the port is in use (another gearmand or "
+                "stunnel?); stop that process or choose another port with --port"
+            )
         self.backend = GearmandProcess(
             data_dir=self.data_dir,
             listen=BACKEND_HOST,
-            port=free_port(),
+            port=free_port(BACKEND_HOST),
             job_retries=self.job_retries,
         )
         try:
             self.backend.start()
-            self.backend.wait_ready()
             self._run_dir = Path(tempfile.mkdtemp(prefix="stunnel-", dir=self.data_dir))
             config = self._run_dir / "stunnel.conf"
             config.write_text(
                 stunnel_config(
                     accept_host=self.listen,
                     accept_port=self.port,
-                    backend_port=self.backend.address[1],
+                    backend_port=self.backend.port,
                     certs_dir=self.certs.dir,
                     pid_file=self._run_dir / "stunnel.pid",
                     log_file=self._run_dir / "stunnel.log",
                 )
             )
             argv = [stunnel, str(config)]
-            log.debug("running %s", argv)
+            log.info("starting stunnel: %s", " ".join(argv))
             self.stunnel = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,  # the same lines go to stunnel.log
-                process_group=0,  # a Ctrl-C reaches us, and we stop both in order
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # a Ctrl-C reaches us, and we stop both in order
             )
+            self._log_pump = threading.Thread(
+                target=_pump_log, args=(self.stunnel.stderr,), name="stunnel-log", daemon=True
+            )
+            self._log_pump.start()
         except BaseException:
             self.stop()
             raise
@@ -218,16 +241,37 @@ class TlsGearmand:
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                version = admin_command(self.address, self.certs, "version", timeout=2.0)
-            except (OSError, ssl.SSLError) as e:
+                version = tls_admin_command(
+                    self.dial_host, self.port, self.certs, "version", timeout=2.0
+                )
+            except ssl.SSLCertVerificationError as e:
+                self.stop()
+                raise GearmanUnavailable(
+                    f"the server certificate in {self.certs.dir} does not fit {self.dial_host} "
+                    f"({e.verify_message}), so no client could connect: recreate it with "
+                    f"`importer certs init {self.certs.dir} --host {self.dial_host} --force`"
+                ) from e
+            except ssl.SSLError as e:
+                if "ALERT" not in (e.reason or ""):
+                    last = e
+                    time.sleep(_PROBE_INTERVAL)
+                    continue
+                self.stop()
+                raise GearmanUnavailable(
+                    f"stunnel refused {self.certs.client_cert} ({e.reason}): delete client.pem "
+                    f"and client.key, then `importer certs client {self.certs.dir} client`"
+                ) from e
+            except OSError as e:  # stunnel may still be starting
                 last = e
-                time.sleep(0.05)
+                time.sleep(_PROBE_INTERVAL)
                 continue
-            log.info("gearmand %s behind mutual TLS on %s:%d", version, *self.address)
+            log.info(
+                "gearmand %s behind mutual TLS on %s", version.removeprefix("OK "), self.address
+            )
             return
         self.stop()
         raise GearmanUnavailable(
-            f"stunnel on {self.listen}:{self.port} did not answer within {timeout:.0f} s "
+            f"stunnel on {self.address} did not answer within {timeout:.0f} s "
             f"({last}); see {self.log_file}"
         )
 
@@ -248,9 +292,12 @@ class TlsGearmand:
                 try:
                     self.stunnel.wait(_STOP_TIMEOUT)
                 except subprocess.TimeoutExpired:
+                    log.warning("stunnel (pid %d) ignored SIGTERM; killing it", self.stunnel.pid)
                     self.stunnel.kill()
                     self.stunnel.wait()
-            _forward_log(self.log_file)
+            if self._log_pump is not None:
+                self._log_pump.join(_STOP_TIMEOUT)
+                self._log_pump = None
             self.stunnel = None
         if self.backend is not None:
             self.backend.stop()
@@ -265,7 +312,7 @@ class TlsGearmand:
             tail = _tail(self.log_file)
             self.stop()
             raise GearmanUnavailable(
-                f"{gone} exited while starting mutual TLS on {self.listen}:{self.port}"
+                f"{gone} exited while starting mutual TLS on {self.address}"
                 + (f": {tail}" if tail else "")
             )
 
@@ -291,11 +338,10 @@ def client_context(certs: CertPaths, name: str = "client") -> ssl.SSLContext:
     return context
 
 
-def admin_command(
-    address: tuple[str, int], certs: CertPaths, command: str, *, timeout: float = 5.0
+def tls_admin_command(
+    host: str, port: int, certs: CertPaths, command: str, *, timeout: float = 5.0
 ) -> str:
     """Send one admin text command through TLS and return its first answer line."""
-    host, port = address
     context = client_context(certs)
     with (
         socket.create_connection((host, port), timeout=timeout) as raw,
@@ -334,9 +380,8 @@ def run_tls_foreground(settings: Settings, certs_dir: Path, listen: str, port: i
         try:
             server.wait_ready()
             log.info(
-                "listening on %s:%d with mutual TLS (certificates in %s); Ctrl-C stops",
-                listen,
-                port,
+                "listening on %s with mutual TLS (certificates in %s); Ctrl-C stops",
+                server.address,
                 server.certs.dir,
             )
             while not stop_signal:
@@ -373,9 +418,29 @@ def _tail(path: Path | None, lines: int = 5) -> str:
     return " | ".join(text[-lines:])
 
 
-def _forward_log(path: Path | None) -> None:
-    """Copy stunnel's own log into ours before its run directory is removed."""
-    if path is None or not path.exists():
+# stunnel's syslog levels; a refused client is LOG3, which is the point of stunnel, not a fault.
+_LEVELS = {
+    "0": logging.CRITICAL,
+    "1": logging.CRITICAL,
+    "2": logging.CRITICAL,
+    "3": logging.WARNING,
+    "4": logging.WARNING,
+    "5": logging.INFO,
+    "6": logging.INFO,
+    "7": logging.DEBUG,
+}
+
+
+def _pump_log(stream: IO[bytes] | None) -> None:
+    """Route stunnel's stderr to a logger, so refused clients show up in our own log.
+
+    stunnel marks each line LOG<n>[...] with a syslog level; that becomes the log level.
+    """
+    if stream is None:
         return
-    for line in path.read_text(errors="replace").splitlines():
-        stunnel_log.info("%s", line)
+    with stream:
+        for raw in stream:
+            line = raw.decode(errors="replace").rstrip()
+            match = _LOG_LEVEL.search(line)
+            level = _LEVELS.get(match.group(1), logging.INFO) if match else logging.INFO
+            stunnel_log.log(level, "%s", line[match.start() :] if match else line)
