@@ -166,11 +166,11 @@ def show_status(
     table.add_column("finished", no_wrap=True)
     table.add_column("email", overflow="fold")
     for b in data["batches"]:
-        finished = (b["finished_at"] or "")[11:19] or "-"
+        done_at = (b["finished_at"] or "")[11:19] or "-"
         table.add_row(
             b["id"],
             *(str(b[k]) for k in ("total", "queued", "running", "done", "failed", "pages_done")),
-            finished,
+            done_at,
             b["email"],
         )
     out.print(table)
