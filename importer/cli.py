@@ -303,6 +303,7 @@ def gearmand(
             raise ImporterError(
                 "--tls needs --certs DIR (create one with `importer certs init DIR`)"
             )
+        err.print(f"importer gearmand: mutual TLS on {listen}:{port} (certificates in {certs})")
         raise typer.Exit(run_tls_foreground(settings, certs, listen, port))
     if listen not in ("127.0.0.1", "::1", "localhost") and not insecure_listen:
         raise ImporterError(
@@ -311,6 +312,7 @@ def gearmand(
         )
     from importer.gearmand import run_foreground
 
+    err.print(f"importer gearmand: {listen}:{port}, queue and log in {settings.data_dir}")
     raise typer.Exit(run_foreground(settings, listen, port))
 
 
