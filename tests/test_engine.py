@@ -22,7 +22,7 @@ import pytest
 
 from importer.states import PageSource
 from workers import pdf
-from workers.engine import (
+from workers.document import (
     ChildCrashed,
     CorruptPdf,
     DocumentError,
@@ -34,9 +34,9 @@ from workers.engine import (
     OverLimit,
     PageResult,
     PageTimeout,
-    iter_pages,
-    process_document,
 )
+from workers.engine import process_document
+from workers.reader import iter_pages
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_pdfs"
 TOOLS = ("tesseract", "pdftoppm", "pdftotext", "pdfinfo")
@@ -44,7 +44,7 @@ MISSING = [tool for tool in TOOLS if shutil.which(tool) is None]
 
 pytestmark = pytest.mark.skipif(
     bool(MISSING) and not os.environ.get("CI"),
-    reason=f"not installed: {', '.join(MISSING)} (scripts/install or apt-get install"
+    reason=f"not installed: {', '.join(MISSING)} (scripts/install-deps or apt-get install"
     " tesseract-ocr poppler-utils)",
 )
 

@@ -1,0 +1,236 @@
+"""Reading one document's pages in this process: text layer where it is real, else OCR.
+
+This is what the isolated child of `workers.engine` runs; tests and tools may call
+`iter_pages` directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+
+from importer.states import PageSource
+from workers import ocr, pdf
+from workers.document import (
+    MB,
+    ChildCrashed,
+    CorruptPdf,
+    DocumentError,
+    DocumentInfo,
+    DocumentTimeout,
+    EncryptedPdf,
+    FileUnreadable,
+    LanguageUnavailable,
+    Limits,
+    NotAPdf,
+    OverLimit,
+    PageResult,
+    PageTimeout,
+    ToolFailed,
+)
+from workers.pdf import ToolError, ToolKilled, ToolTimeout
+
+log = logging.getLogger(__name__)
+
+
+def iter_pages(
+    path: str | os.PathLike[str],
+    *,
+    lang: str = "eng",
+    limits: Limits = Limits(),
+    skip_pages: Collection[int] = (),
+    work_dir: str | os.PathLike[str] | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> Iterator[DocumentInfo | PageResult]:
+    """Yield DocumentInfo, then a PageResult per page not in `skip_pages`, in this process.
+
+    This is what the isolated child runs. Page images go to `work_dir`, or to a
+    temporary directory removed at the end. `on_step` is called after each step that
+    yields nothing (the text layer, the language check), so a watching parent can time
+    every step by the page timeout. Raises DocumentError.
+    """
+    skip = frozenset(skip_pages)
+    if work_dir is not None:
+        yield from _Reader(Path(path), lang, limits, skip, Path(work_dir), on_step).run()
+        return
+    with tempfile.TemporaryDirectory(prefix="importer-doc-") as tmp:
+        yield from _Reader(Path(path), lang, limits, skip, Path(tmp), on_step).run()
+
+
+class _Reader:
+    """One pass over one document; owns the deadlines every external call is timed by."""
+
+    def __init__(
+        self,
+        path: Path,
+        lang: str,
+        limits: Limits,
+        skip: frozenset[int],
+        work_dir: Path,
+        on_step: Callable[[], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.lang = lang
+        self.limits = limits
+        self.skip = skip
+        self.work_dir = work_dir
+        self.on_step = on_step or (lambda: None)
+        self.doc_deadline = time.monotonic() + limits.document_timeout
+
+    def run(self) -> Iterator[DocumentInfo | PageResult]:
+        self._check_file()
+        probe = self._probe()
+        yield DocumentInfo(pages=probe.pages)
+        wanted = [n for n in range(1, probe.pages + 1) if n not in self.skip]
+        if not wanted:
+            return
+        started = time.monotonic()
+        texts = self._text_layer(probe.pages)
+        share = (time.monotonic() - started) / probe.pages
+        self.on_step()
+        to_ocr = {n for n in wanted if not pdf.has_text_layer(texts[n - 1])}
+        self._check_page_sizes(probe, sorted(to_ocr))
+        if to_ocr:
+            self._check_languages()
+            self.on_step()
+        for number in wanted:
+            if number in to_ocr:
+                yield self._ocr_page(number)
+            else:
+                text = texts[number - 1].strip()
+                yield PageResult(number, text, PageSource.text_layer, None, share)
+
+    def _check_file(self) -> None:
+        try:
+            size = self.path.stat().st_size
+            header = pdf.has_pdf_header(self.path)
+        except OSError as e:
+            raise FileUnreadable(f"cannot read {self.path}: {e.strerror or e}") from e
+        cap = self.limits.max_file_bytes
+        if size > cap:
+            raise OverLimit(
+                f"file is {_megabytes(size)}, over the {_megabytes(cap)} cap (IMPORTER_MAX_FILE_MB)"
+            )
+        if not header:
+            raise NotAPdf("not a PDF (no %PDF- header in its first 1024 bytes)")
+
+    def _probe(self) -> pdf.Probe:
+        deadline = self._step_deadline()
+        try:
+            timeout = deadline - time.monotonic()
+            probe = pdf.probe(self.path, max_pages=self.limits.max_pages, timeout=timeout)
+        except ToolTimeout as e:
+            raise self._timeout("pdfinfo timed out reading the document structure", deadline) from e
+        except ToolKilled as e:
+            raise ChildCrashed(f"pdfinfo {e.detail} reading the document structure") from e
+        except ToolError as e:
+            if pdf.needs_password(self.path):
+                raise EncryptedPdf("encrypted PDF (it needs a password to open)") from e
+            raise CorruptPdf(f"corrupt PDF: {e.detail}") from e
+        if probe.pages < 1:
+            raise CorruptPdf("corrupt PDF: it has no pages")
+        if probe.pages > self.limits.max_pages:
+            raise OverLimit(
+                f"{probe.pages:,} pages, over the {self.limits.max_pages:,} page cap"
+                " (IMPORTER_MAX_PAGES)"
+            )
+        if probe.restricted:
+            log.info("%s: encrypted with an owner password only; reading it", self.path)
+        return probe
+
+    def _text_layer(self, pages: int) -> list[str]:
+        deadline = self._step_deadline()
+        try:
+            return pdf.text_layer(self.path, pages=pages, timeout=deadline - time.monotonic())
+        except ToolTimeout as e:
+            raise self._timeout("pdftotext timed out reading the text layer", deadline) from e
+        except ToolKilled as e:
+            raise ChildCrashed(f"pdftotext {e.detail} reading the text layer") from e
+        except ToolError as e:
+            log.warning("%s: no text layer (%s); every page will be OCRed", self.path, e)
+            return [""] * pages
+
+    def _check_page_sizes(self, probe: pdf.Probe, pages: list[int]) -> None:
+        """Refuse before rendering anything, so no page renders only to hit the cap later."""
+        cap, dpi = self.limits.max_page_pixels, self.limits.dpi
+        for number in pages:
+            box = probe.boxes.get(number)
+            if box is None:
+                raise CorruptPdf(f"corrupt PDF: page {number} has no size")
+            width, height = box.pixels(dpi)
+            if width * height > cap:
+                raise OverLimit(
+                    f"page {number} is {width:,} x {height:,} pixels at {dpi} dpi"
+                    f" ({width * height / 1e6:,.0f} megapixels), over the {cap / 1e6:,.0f}"
+                    " megapixel cap (IMPORTER_MAX_PAGE_MEGAPIXELS)"
+                )
+
+    def _check_languages(self) -> None:
+        deadline = self._step_deadline()
+        try:
+            missing = ocr.missing_languages(self.lang, timeout=deadline - time.monotonic())
+        except ValueError as e:
+            raise LanguageUnavailable(str(e)) from e
+        except ToolTimeout as e:
+            raise self._timeout("tesseract --list-langs timed out", deadline) from e
+        except ToolError as e:
+            raise ToolFailed(f"cannot list Tesseract's languages: {e.detail}") from e
+        if missing:
+            packages = " ".join(f"tesseract-ocr-{name.lower()}" for name in missing)
+            raise LanguageUnavailable(
+                f"Tesseract has no data for language {', '.join(missing)}"
+                f" (install it: apt-get install {packages})"
+            )
+
+    def _ocr_page(self, number: int) -> PageResult:
+        started = time.monotonic()
+        deadline = self._step_deadline()
+        image: Path | None = None
+        step = "pdftoppm"
+        try:
+            image = pdf.rasterize(
+                self.path,
+                page=number,
+                dpi=self.limits.dpi,
+                out_dir=self.work_dir,
+                timeout=deadline - time.monotonic(),
+            )
+            step = "Tesseract"
+            result = ocr.read_page(image, lang=self.lang, dpi=self.limits.dpi, deadline=deadline)
+        except ToolTimeout as e:
+            raise self._timeout(f"{step} timed out on page {number}", deadline) from e
+        except ToolKilled as e:
+            raise ChildCrashed(f"{step} {e.detail} on page {number}") from e
+        except ToolError as e:
+            if step == "pdftoppm":
+                reason = f"corrupt PDF: page {number} cannot be rendered: {e.detail}"
+                raise CorruptPdf(reason) from e
+            raise ToolFailed(f"Tesseract failed on page {number}: {e.detail}") from e
+        finally:
+            if image is not None:
+                image.unlink(missing_ok=True)
+        seconds = time.monotonic() - started
+        return PageResult(number, result.text, PageSource.ocr, result.confidence, seconds)
+
+    def _step_deadline(self) -> float:
+        """A step gets the page timeout, within what is left of the document's."""
+        return min(time.monotonic() + self.limits.page_timeout, self.doc_deadline)
+
+    def _timeout(self, what: str, deadline: float) -> DocumentError:
+        """The error for a step that ran out of time, blaming whichever clock ran out."""
+        if deadline >= self.doc_deadline:
+            return DocumentTimeout(
+                f"{what}: the document took longer than {self.limits.document_timeout:g} s"
+                " (IMPORTER_DOCUMENT_TIMEOUT_SECONDS)"
+            )
+        return PageTimeout(
+            f"{what} (limit {self.limits.page_timeout:g} s, IMPORTER_PAGE_TIMEOUT_SECONDS)"
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / MB:,.0f} MB" if size >= 10 * MB else f"{size / MB:.2g} MB"
