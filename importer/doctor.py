@@ -228,9 +228,7 @@ def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
     return checks
 
 
-_WORKER_LINE = re.compile(
-    r"^(?:\S+:\d+ )?\d+ (?P<ip>\S+) (?P<client>\S+) :(?P<functions>.*)$"
-)
+_WORKER_LINE = re.compile(r"^(?:\S+:\d+ )?\d+ (?P<ip>\S+) (?P<client>\S+) :(?P<functions>.*)$")
 
 
 def _is_rogue_worker(line: str, keyring: Keyring) -> bool:
