@@ -21,15 +21,15 @@ def run_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def gearmand_processes() -> set[int]:
-    out = subprocess.run(["pgrep", "-x", "gearmand"], capture_output=True, text=True)
-    return {int(p) for p in out.stdout.split()}
+def gearmand_processes(data_dir: Path) -> list[str]:
+    """gearmand processes whose queue is in this data dir."""
+    out = subprocess.run(["pgrep", "-a", "-x", "gearmand"], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if str(data_dir) in line]
 
 
 @pytest.mark.slow
 def test_run_imports_samples_with_a_private_gearmand(tmp_path: Path) -> None:
     env = run_env(tmp_path)
-    before = gearmand_processes()
     proc = subprocess.run(
         [
             sys.executable,
@@ -55,7 +55,7 @@ def test_run_imports_samples_with_a_private_gearmand(tmp_path: Path) -> None:
     assert summary["total"] == pdfs and summary["done"] == pdfs - 1 and summary["failed"] == 1
     assert summary["pages_done"] > pdfs
     assert "private gearmand" in proc.stderr
-    assert gearmand_processes() == before, "run left its gearmand running"
+    assert gearmand_processes(tmp_path / "data") == [], "run left its gearmand running"
     box = mailbox.Maildir(tmp_path / "data" / "mail", create=False)
     assert len(box) == 1
     assert (tmp_path / "data" / "gearmand-queue.sqlite").exists()
