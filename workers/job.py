@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from importer import payload
 from importer.config import Settings
 from importer.db import lifecycle
 from importer.db.engine import Database
-from importer.errors import PayloadRejected
+from importer.errors import ImporterError, PayloadRejected
 from importer.outbox import deliver_pending
 from importer.states import DocStatus
-from workers.engine import DocumentError, DocumentInfo, Limits, PageResult, process_document
+from workers.document import DocumentError, DocumentInfo, Limits, PageResult
+from workers.engine import process_document
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +127,48 @@ def handle(
     return _process(ctx, claimed, progress, should_stop)
 
 
+class LeaseKeeper:
+    """Renews a claimed document's lease while it is read, so that only a dead worker loses it.
+
+    One page may take longer than the lease (a large scan, a busy machine); without renewal
+    the reaper would hand a live worker's document to another. Renewal ends at the
+    document's own timeout, so a worker stuck past every limit still loses its lease.
+    """
+
+    def __init__(self, ctx: JobContext, doc_id: int) -> None:
+        self.ctx = ctx
+        self.doc_id = doc_id
+        self._stop = threading.Event()
+        self._until = time.monotonic() + ctx.settings.document_timeout_seconds
+        self._thread = threading.Thread(target=self._run, name=f"lease-{doc_id}", daemon=True)
+
+    def _run(self) -> None:
+        lease = self.ctx.settings.lease_seconds
+        while not self._stop.wait(max(0.5, lease / 3)) and time.monotonic() < self._until:
+            try:
+                if not lifecycle.extend_lease(self.ctx.db, self.doc_id, self.ctx.owner, lease):
+                    return  # lost (the reaper gave it away): the next page store says so
+            except (SQLAlchemyError, ImporterError) as e:
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                log.warning("lease of document %d not renewed yet: %s", self.doc_id, reason)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def _process(
+    ctx: JobContext, claimed: lifecycle.Claimed, progress: Progress, should_stop: Callable[[], bool]
+) -> Outcome:
+    with LeaseKeeper(ctx, claimed.id):
+        return _read(ctx, claimed, progress, should_stop)
+
+
+def _read(
     ctx: JobContext, claimed: lifecycle.Claimed, progress: Progress, should_stop: Callable[[], bool]
 ) -> Outcome:
     pending: list[lifecycle.StoredPage] = []
@@ -140,10 +185,11 @@ def _process(
         last_flush = time.monotonic()
         return ok
 
+    events = process_document(
+        claimed.path, lang=claimed.lang, limits=ctx.limits, skip_pages=claimed.done_pages
+    )
     try:
-        for event in process_document(
-            claimed.path, lang=claimed.lang, limits=ctx.limits, skip_pages=claimed.done_pages
-        ):
+        for event in events:
             if isinstance(event, DocumentInfo):
                 total = event.pages
                 lifecycle.set_page_count(
@@ -184,14 +230,28 @@ def _process(
         )
         _deliver(ctx)
         return Outcome("dead" if status == DocStatus.dead else "retry", e.reason)
+    finally:
+        _close(events)
     if not flush():
         return Outcome("dropped", "lease lost")
-    lifecycle.finish(ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.done)
+    if not lifecycle.finish(ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.done):
+        return Outcome("dropped", "lease lost")
     _deliver(ctx)
     return Outcome("done", f"{done} pages")
 
 
+def _close(events: Iterator[object]) -> None:
+    """Leave the engine's generator now, whichever way: its child and programs die at once."""
+    close = getattr(events, "close", None)
+    if close is not None:
+        close()
+
+
 def _deliver(ctx: JobContext) -> None:
-    deliver_pending(
-        ctx.db, mail_url=ctx.settings.resolved_mail_url, mail_from=ctx.settings.mail_from
-    )
+    """Send what the document's end decided; a database hiccup leaves it to the reaper."""
+    try:
+        deliver_pending(
+            ctx.db, mail_url=ctx.settings.resolved_mail_url, mail_from=ctx.settings.mail_from
+        )
+    except SQLAlchemyError as e:
+        log.warning("e-mail left in the outbox for the next pass: %s", str(e).splitlines()[0])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gearman  # type: ignore[import-untyped]
-from gearman.errors import GearmanError  # type: ignore[import-untyped]
+from gearman.errors import GearmanError, ServerUnavailable  # type: ignore[import-untyped]
 
 from importer.gearman_io import FUNCTION
 from importer.payload import worker_id
@@ -50,13 +50,25 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
         self.jobs_done = 0
         self.idle_polls = 0
         self.finished = False
+        self.connected = False
         self.set_client_id(worker_id(ctx.owner, ctx.keyring))
         self.register_task(FUNCTION, self._on_job)
+
+    def establish_worker_connections(self) -> list[Any]:
+        connections = super().establish_worker_connections()
+        self.connected = self.connected or bool(connections)
+        return connections
+
+    def _lost(self, job: Any) -> bool:
+        """Whether the connection the job came on has died (gearmand restarted or went away)."""
+        return job.connection not in self.connection_to_handler_map
 
     def _on_job(self, worker: Any, job: Any) -> bytes:
         self.idle_polls = 0
 
         def progress(numerator: int, denominator: int) -> None:
+            if self._lost(job):
+                return
             try:
                 worker.send_job_status(job, numerator, max(denominator, 1), poll_timeout=5)
             except GearmanError as e:
@@ -70,6 +82,20 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
         log.info("job %s: %s", unique, outcome.encode().decode())
         self.jobs_done += 1
         return outcome.encode()
+
+    def on_job_complete(self, current_job: Any, job_result: bytes) -> bool:
+        if self._lost(current_job):
+            # gearmand replays the job when it comes back; the database makes that harmless
+            raise ServerUnavailable(
+                f"connection lost during job {current_job.handle!r}; its result was not sent"
+            )
+        return bool(super().on_job_complete(current_job, job_result))
+
+    def on_job_exception(self, current_job: Any, exc_info: Any) -> bool:
+        log.error("job %r failed", current_job.unique, exc_info=exc_info)
+        if self._lost(current_job):
+            raise ServerUnavailable(f"connection lost during job {current_job.handle!r}")
+        return bool(super().on_job_exception(current_job, exc_info))
 
     def after_poll(self, any_activity: bool) -> bool:
         if self.stop.is_set():
@@ -117,8 +143,14 @@ def work(
         )
         try:
             worker.work(poll_timeout=POLL_SECONDS)
+        except StopNow:
+            jobs += worker.jobs_done
+            log.warning("stopped at once by a second signal (a document in hand was handed back)")
+            break
         except (GearmanError, OSError) as e:
             jobs += worker.jobs_done
+            if worker.connected:
+                delay = 0.5  # it was working: the first retry comes quickly again
             log.warning("gearmand unavailable (%s); reconnecting in %.1f s", e, delay)
             stop.wait(delay)
             delay = min(delay * 2, RECONNECT_MAX_SECONDS)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from importer.config import Settings
 from importer.db.engine import open_database
 from importer.errors import ImporterError
@@ -28,7 +30,9 @@ from workers.loop import install_signal_handlers, owner_name, work
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 60.0
+RESTART_BACKOFF_MIN = 0.5
 RESTART_BACKOFF_MAX = 30.0
+STABLE_SECONDS = 60.0  # a worker that ran this long before dying starts its backoff afresh
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,9 @@ class Supervisor:
         self.opts = opts
         self.ctx = mp.get_context("spawn")
         self.children: dict[int, BaseProcess] = {}
+        self.started_at: dict[int, float] = {}
+        self.restart_at: dict[int, float] = {}
+        self.backoff: dict[int, float] = {}
         self.stopping = threading.Event()
         self.restarts = 0
 
@@ -80,6 +87,7 @@ class Supervisor:
         )
         proc.start()
         self.children[slot] = proc
+        self.started_at[slot] = time.monotonic()
 
     def start(self) -> None:
         for slot in range(self.opts.concurrency):
@@ -113,6 +121,31 @@ class Supervisor:
             )
         except ImporterError as e:
             log.warning("reaper pass skipped: %s", e.message)
+        except SQLAlchemyError as e:
+            # the database is down or restarting: the next pass tries again
+            log.warning("reaper pass skipped: database error: %s", str(e).splitlines()[0])
+
+    def check_children(self) -> None:
+        """Restart dead workers, each after its own backoff, without holding up the others."""
+        now = time.monotonic()
+        for slot, proc in list(self.children.items()):
+            if proc.is_alive():
+                continue
+            if slot in self.restart_at:
+                if now >= self.restart_at[slot]:
+                    del self.restart_at[slot]
+                    self.restarts += 1
+                    self._start(slot)
+                continue
+            if proc.exitcode == 0 and (self.opts.burst or self.opts.max_jobs):
+                del self.children[slot]
+                continue
+            if now - self.started_at.get(slot, now) >= STABLE_SECONDS:
+                self.backoff[slot] = RESTART_BACKOFF_MIN
+            wait = self.backoff.get(slot, RESTART_BACKOFF_MIN)
+            log.warning("worker-%d exited with %s; restarting in %.1f s", slot, proc.exitcode, wait)
+            self.restart_at[slot] = now + wait
+            self.backoff[slot] = min(wait * 2, RESTART_BACKOFF_MAX)
 
     def run(self) -> int:
         """Supervise until stopped, or (burst / max-jobs) until every child has exited cleanly."""
@@ -120,26 +153,12 @@ class Supervisor:
         gio = GearmanIO.from_settings(self.settings)
         self.start()
         next_reap = time.monotonic()
-        backoff: dict[int, float] = {}
         try:
             while not self.stopping.is_set():
                 if time.monotonic() >= next_reap:
                     self.reap_once(db, gio)
                     next_reap = time.monotonic() + self.opts.reaper_interval
-                for slot, proc in list(self.children.items()):
-                    if proc.is_alive():
-                        continue
-                    if proc.exitcode == 0 and (self.opts.burst or self.opts.max_jobs):
-                        del self.children[slot]
-                        continue
-                    wait = backoff.get(slot, 0.5)
-                    log.warning(
-                        "worker-%d exited with %s; restarting in %.1f s", slot, proc.exitcode, wait
-                    )
-                    self.stopping.wait(wait)
-                    backoff[slot] = min(wait * 2, RESTART_BACKOFF_MAX)
-                    self.restarts += 1
-                    self._start(slot)
+                self.check_children()
                 if not self.children:
                     return 0
                 self.stopping.wait(0.5)

@@ -118,6 +118,21 @@ def set_page_count(db: Database, doc_id: int, owner: str, pages: int, lease_seco
         return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
 
+def extend_lease(db: Database, doc_id: int, owner: str, lease_seconds: int) -> bool:
+    """Renew a lease this owner still holds; False once it is lost.
+
+    One try, not waiting out an unavailable database: the caller renews on its own
+    schedule, well inside the lease, and simply tries again next time.
+    """
+    with db.session() as s:
+        result = s.execute(
+            update(Document)
+            .where(_owned(doc_id, owner))
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+
 @waits_for_database
 def save_pages(
     db: Database, doc_id: int, owner: str, pages: Sequence[StoredPage], lease_seconds: int
