@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -347,10 +346,6 @@ def _check_database(settings: Settings) -> None:
     open_database(settings.resolved_database_url).engine.dispose()
 
 
-def _print_json(data: object) -> None:
-    out.print_json(json.dumps(data))
-
-
 def main() -> None:
     try:
         code = app(standalone_mode=False)
@@ -362,11 +357,11 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
+    except Exception as e:
+        # Usage errors: typer's (vendored) click exceptions all carry show() and exit_code.
+        show = getattr(e, "show", None)
+        if callable(show) and isinstance(getattr(e, "exit_code", None), int):
+            show()
             sys.exit(int(ExitCode.bad_input))
         raise
     sys.exit(code if isinstance(code, int) else 0)

@@ -85,3 +85,16 @@ def test_dry_run_records_nothing(env: dict[str, str], inbox: Path) -> None:
     )
     assert "born_digital.pdf" in proc.stdout and "would be submitted" in proc.stdout
     assert batches(env) == 0
+
+
+def test_usage_errors_exit_2(env: dict[str, str]) -> None:
+    for args in (
+        ["worker", "--concurrency", "0"],
+        ["submit"],
+        ["bogus"],
+        ["export", "--format", "xml"],
+        ["requeue"],
+    ):
+        proc = importer(*args, env=env)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
