@@ -413,3 +413,24 @@ def test_skip_every_page_reads_nothing(tool_runs: Callable[[str], list[str]]) ->
     items = list(iter_pages(SAMPLES / "scanned_letter.pdf", skip_pages={1, 2}))
     assert items == [DocumentInfo(pages=2)]
     assert tool_runs("pdftoppm") == []
+
+
+def test_renderer_out_of_memory_is_not_an_empty_page(tmp_path: Path) -> None:
+    """poppler exits 0 with a 0x0 image when it runs out of memory: never store that as text."""
+    from tests import hostile
+
+    doc = hostile.memory_hog(tmp_path / "hog.pdf", megapixels=150, dpi=150)
+    limits = Limits(dpi=150, memory_bytes=150 * 2**20, max_page_pixels=10**9)
+    with pytest.raises(DocumentError) as caught:
+        list(process_document(doc, limits=limits))
+    assert caught.value.transient
+    assert "memory" in caught.value.reason
+
+
+def test_decompression_bomb_is_refused_before_rendering(tmp_path: Path) -> None:
+    from tests import hostile
+
+    started = time.monotonic()
+    with pytest.raises(OverLimit, match="60,000 x 60,000 pixel image"):
+        list(process_document(hostile.jbig2_bomb(tmp_path / "bomb.pdf")))
+    assert time.monotonic() - started < 10

@@ -58,6 +58,10 @@ class ToolKilled(ToolError):
         self.signum = signum
 
 
+class ToolOutOfMemory(ToolError):
+    """The program ran out of memory but said so only on stderr (poppler exits 0)."""
+
+
 def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -214,8 +218,40 @@ def rasterize(
     """Render one page to an 8-bit gray PGM in `out_dir`: the cheapest input Tesseract reads."""
     base = out_dir / f"page-{page}"
     argv = ["pdftoppm", "-r", str(dpi), "-f", str(page), "-l", str(page), "-gray"]
-    run_tool([*argv, "-singlefile", os.path.abspath(path), str(base)], timeout=timeout)
+    proc = run_tool([*argv, "-singlefile", os.path.abspath(path), str(base)], timeout=timeout)
     image = base.with_suffix(".pgm")
+    if b"Out of memory" in proc.stderr:
+        raise ToolOutOfMemory("pdftoppm", f"ran out of memory rendering page {page}")
     if not image.is_file():
         raise ToolError("pdftoppm", f"page {page} produced no image")
+    if _pgm_pixels(image) == 0:
+        raise ToolOutOfMemory("pdftoppm", f"rendered page {page} as an empty image")
     return image
+
+
+def _pgm_pixels(image: Path) -> int:
+    """Width x height from a PGM header; 0 for the empty image poppler writes on failure."""
+    with open(image, "rb") as handle:
+        fields = handle.read(64).split()
+    try:
+        return int(fields[1]) * int(fields[2])
+    except (IndexError, ValueError):
+        return 0
+
+
+def image_sizes(
+    path: str | os.PathLike[str], *, pages: int, timeout: float
+) -> dict[int, list[tuple[int, int]]]:
+    """Declared width and height of every image, by page, read without decoding any.
+
+    A few bytes of Flate or JBIG2 can declare billions of pixels; this is how such a
+    bomb is refused before a renderer tries to decode it.
+    """
+    argv = ["pdfimages", "-list", "-f", "1", "-l", str(pages), os.path.abspath(path)]
+    proc = run_tool(argv, timeout=timeout)
+    sizes: dict[int, list[tuple[int, int]]] = {}
+    for line in proc.stdout.decode("utf-8", "replace").splitlines()[2:]:
+        fields = line.split()
+        if len(fields) >= 5 and fields[0].isdigit() and fields[3].isdigit() and fields[4].isdigit():
+            sizes.setdefault(int(fields[0]), []).append((int(fields[3]), int(fields[4])))
+    return sizes

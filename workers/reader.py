@@ -27,12 +27,13 @@ from workers.document import (
     LanguageUnavailable,
     Limits,
     NotAPdf,
+    OutOfMemory,
     OverLimit,
     PageResult,
     PageTimeout,
     ToolFailed,
 )
-from workers.pdf import ToolError, ToolKilled, ToolTimeout
+from workers.pdf import ToolError, ToolKilled, ToolOutOfMemory, ToolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,10 @@ class _Reader:
         except ToolError as e:
             if pdf.needs_password(self.path):
                 raise EncryptedPdf("encrypted PDF (it needs a password to open)") from e
+            if "Wrong page range" in e.detail:
+                raise CorruptPdf(
+                    "corrupt PDF: no readable pages (a damaged or too deeply nested page tree)"
+                ) from e
             raise CorruptPdf(f"corrupt PDF: {e.detail}") from e
         if probe.pages < 1:
             raise CorruptPdf("corrupt PDF: it has no pages")
@@ -168,6 +173,31 @@ class _Reader:
                     f" ({width * height / 1e6:,.0f} megapixels), over the {cap / 1e6:,.0f}"
                     " megapixel cap (IMPORTER_MAX_PAGE_MEGAPIXELS)"
                 )
+        if pages:
+            self._check_image_sizes(probe.pages, pages)
+
+    def _check_image_sizes(self, page_count: int, pages: list[int]) -> None:
+        """Images are decoded in full when a page renders: refuse bombs before that."""
+        cap = self.limits.max_page_pixels
+        deadline = self._step_deadline()
+        try:
+            sizes = pdf.image_sizes(
+                self.path, pages=page_count, timeout=deadline - time.monotonic()
+            )
+        except ToolTimeout as e:
+            raise self._timeout("pdfimages timed out listing the images", deadline) from e
+        except ToolKilled as e:
+            raise ChildCrashed(f"pdfimages {e.detail} listing the images") from e
+        except ToolError as e:
+            raise CorruptPdf(f"corrupt PDF: its images cannot be listed: {e.detail}") from e
+        for number in pages:
+            for width, height in sizes.get(number, []):
+                if width * height > cap:
+                    raise OverLimit(
+                        f"page {number} holds a {width:,} x {height:,} pixel image"
+                        f" ({width * height / 1e6:,.0f} megapixels), over the"
+                        f" {cap / 1e6:,.0f} megapixel cap (IMPORTER_MAX_PAGE_MEGAPIXELS)"
+                    )
 
     def _check_languages(self) -> None:
         deadline = self._step_deadline()
@@ -205,6 +235,11 @@ class _Reader:
             raise self._timeout(f"{step} timed out on page {number}", deadline) from e
         except ToolKilled as e:
             raise ChildCrashed(f"{step} {e.detail} on page {number}") from e
+        except ToolOutOfMemory as e:
+            raise OutOfMemory(
+                f"{step} {e.detail} (limit {self.limits.memory_bytes // MB} MB,"
+                " IMPORTER_CHILD_MEMORY_MB)"
+            ) from e
         except ToolError as e:
             if step == "pdftoppm":
                 reason = f"corrupt PDF: page {number} cannot be rendered: {e.detail}"
