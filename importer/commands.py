@@ -209,10 +209,10 @@ def do_requeue(settings: Settings) -> str:
     db = open_database(settings.resolved_database_url)
     gio = GearmanIO.from_settings(settings)
     try:
-        r = requeue_stale(db, gio, settings.keyring())
+        r = requeue_stale(db, gio, settings.keyring(), max_attempts=settings.max_attempts)
     finally:
         gio.close()
     return (
         f"requeued {r.enqueued}: {r.lease_expired} with an expired lease, {r.never_enqueued} "
-        f"never sent, {r.lost_by_gearmand} lost by gearmand"
+        f"never sent, {r.lost_by_gearmand} lost by gearmand; {r.dead} out of attempts (dead)"
     )

@@ -16,7 +16,7 @@ from sqlalchemy import and_, or_, select, update
 
 from importer import payload
 from importer.db.engine import Database
-from importer.db.lifecycle import stale_documents
+from importer.db.lifecycle import finish, stale_documents
 from importer.db.models import Batch, Document, utcnow
 from importer.errors import GearmanUnavailable
 from importer.gearman_io import GearmanIO, JobSpec
@@ -34,6 +34,7 @@ class RequeueReport:
     never_enqueued: int = 0
     lost_by_gearmand: int = 0
     enqueued: int = 0
+    dead: int = 0
 
 
 def send(db: Database, gio: GearmanIO, doc_ids: Sequence[int], keyring: payload.Keyring) -> int:
@@ -126,22 +127,36 @@ def _lost_by_gearmand(db: Database, gio: GearmanIO) -> list[int]:
     return lost
 
 
-def requeue_stale(db: Database, gio: GearmanIO, keyring: payload.Keyring) -> RequeueReport:
+def requeue_stale(
+    db: Database, gio: GearmanIO, keyring: payload.Keyring, *, max_attempts: int = 3
+) -> RequeueReport:
     """One pass of the reaper."""
     report = RequeueReport()
     report.lost_by_gearmand = len(_lost_by_gearmand(db, gio))
     candidates = stale_documents(db)
     with db.session() as s:
-        expired = set(
-            s.scalars(
-                select(Document.id).where(
-                    Document.id.in_(candidates), Document.status == DocStatus.running
-                )
+        rows = s.execute(
+            select(Document.id, Document.attempts).where(
+                Document.id.in_(candidates), Document.status == DocStatus.running
             )
-        )
+        ).all()
+    expired = {doc_id: attempts for doc_id, attempts in rows}
     report.lease_expired = len(expired)
     report.never_enqueued = len(candidates) - len(expired)
-    won = _mark_for_enqueue(db, candidates)
+    # A document whose worker died on every attempt (the file kills whole workers, not
+    # just the engine child) ends here instead of looping through the reaper forever.
+    for doc_id, attempts in expired.items():
+        if attempts >= max_attempts and finish(
+            db,
+            doc_id,
+            owner=None,
+            status=DocStatus.dead,
+            error=f"the worker processing it died on each of {attempts} attempts",
+        ):
+            report.dead += 1
+    won = _mark_for_enqueue(
+        db, [c for c in candidates if c not in expired or expired[c] < max_attempts]
+    )
     if won:
         report.enqueued = send(db, gio, won, keyring)
         log.info("requeued %d documents (%s)", report.enqueued, report)

@@ -115,7 +115,9 @@ class Supervisor:
     def reap_once(self, db: Any, gio: GearmanIO | None) -> None:
         try:
             if gio is not None:
-                requeue_stale(db, gio, self.settings.keyring())
+                requeue_stale(
+                    db, gio, self.settings.keyring(), max_attempts=self.settings.max_attempts
+                )
             deliver_pending(
                 db, mail_url=self.settings.resolved_mail_url, mail_from=self.settings.mail_from
             )
