@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 GROUP = 500
 UNKNOWN_GRACE = timedelta(seconds=60)
+# Each pass asks gearmand about the longest-waiting queued jobs only, so a queue of
+# millions costs a bounded pass; the rest are asked about in later passes.
+LOST_CHECK_LIMIT = 5000
 
 
 @dataclass
@@ -105,11 +108,14 @@ def _lost_by_gearmand(db: Database, gio: GearmanIO) -> list[int]:
     cutoff = utcnow() - UNKNOWN_GRACE
     with db.session() as s:
         rows = s.execute(
-            select(Document.id, Document.job_id).where(
+            select(Document.id, Document.job_id)
+            .where(
                 Document.status == DocStatus.queued,
                 Document.enqueued_at.is_not(None),
                 Document.enqueued_at < cutoff,
             )
+            .order_by(Document.enqueued_at)
+            .limit(LOST_CHECK_LIMIT)
         ).all()
     if not rows:
         return []
