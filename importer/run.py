@@ -81,7 +81,7 @@ def _wait(db: Database, batch_id: str, total: int, err: Console, quiet: bool) ->
             bar.update(task, completed=b["done"] + b["failed"], pages=b["pages_done"])
             if unfinished(db, batch_id) == 0:
                 return
-            time.sleep(0.5)
+            time.sleep(0.1)
 
 
 def run_all(
@@ -120,6 +120,7 @@ def run_all(
                 log_level=min(logging.getLogger().getEffectiveLevel(), logging.WARNING),
             ),
         )
+        sup.start()  # forked here, before any other thread exists
         thread = threading.Thread(target=sup.run, name="supervisor", daemon=True)
         thread.start()
 

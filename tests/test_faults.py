@@ -197,7 +197,11 @@ class WorkerRun:
     def workers(self) -> list[int]:
         """The supervisor's worker processes (not multiprocessing's resource tracker)."""
         tree = _children()
-        return [p for p in tree.get(self.pid, []) if any("spawn_main" in a for a in cmdline(p))]
+        return [
+            p
+            for p in tree.get(self.pid, [])
+            if not any("resource_tracker" in a for a in cmdline(p))
+        ]
 
     def engines(self) -> dict[int, int]:
         """Engine children (one per document being read) -> the worker process running them."""

@@ -41,12 +41,14 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
         burst: bool,
         max_jobs: int | None,
         stop: threading.Event,
+        busy: threading.Event,
     ) -> None:
         super().__init__(hosts)
         self.ctx = ctx
         self.burst = burst
         self.max_jobs = max_jobs
         self.stop = stop
+        self.busy = busy
         self.jobs_done = 0
         self.idle_polls = 0
         self.finished = False
@@ -65,6 +67,7 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
 
     def _on_job(self, worker: Any, job: Any) -> bytes:
         self.idle_polls = 0
+        self.busy.set()
 
         def progress(numerator: int, denominator: int) -> None:
             if self._lost(job):
@@ -84,18 +87,24 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
         return outcome.encode()
 
     def on_job_complete(self, current_job: Any, job_result: bytes) -> bool:
-        if self._lost(current_job):
-            # gearmand replays the job when it comes back; the database makes that harmless
-            raise ServerUnavailable(
-                f"connection lost during job {current_job.handle!r}; its result was not sent"
-            )
-        return bool(super().on_job_complete(current_job, job_result))
+        try:
+            if self._lost(current_job):
+                # gearmand replays the job when it comes back; the database makes that harmless
+                raise ServerUnavailable(
+                    f"connection lost during job {current_job.handle!r}; its result was not sent"
+                )
+            return bool(super().on_job_complete(current_job, job_result))
+        finally:
+            self.busy.clear()
 
     def on_job_exception(self, current_job: Any, exc_info: Any) -> bool:
-        log.error("job %r failed", current_job.unique, exc_info=exc_info)
-        if self._lost(current_job):
-            raise ServerUnavailable(f"connection lost during job {current_job.handle!r}")
-        return bool(super().on_job_exception(current_job, exc_info))
+        try:
+            log.error("job %r failed", current_job.unique, exc_info=exc_info)
+            if self._lost(current_job):
+                raise ServerUnavailable(f"connection lost during job {current_job.handle!r}")
+            return bool(super().on_job_exception(current_job, exc_info))
+        finally:
+            self.busy.clear()
 
     def after_poll(self, any_activity: bool) -> bool:
         if self.stop.is_set():
@@ -127,9 +136,11 @@ def work(
     burst: bool = False,
     max_jobs: int | None = None,
     stop: threading.Event | None = None,
+    busy: threading.Event | None = None,
 ) -> int:
     """Run until stopped, the queue is empty (burst) or max_jobs; reconnect with backoff."""
     stop = stop or threading.Event()
+    busy = busy or threading.Event()
     ctx = make_ctx()
     delay = 0.5
     jobs = 0
@@ -139,13 +150,15 @@ def work(
             ctx,
             burst=burst,
             stop=stop,
+            busy=busy,
             max_jobs=None if max_jobs is None else max_jobs - jobs,
         )
         try:
             worker.work(poll_timeout=POLL_SECONDS)
         except StopNow:
             jobs += worker.jobs_done
-            log.warning("stopped at once by a second signal (a document in hand was handed back)")
+            if busy.is_set():
+                log.warning("stopped at once by a second signal (the document was handed back)")
             break
         except (GearmanError, OSError) as e:
             jobs += worker.jobs_done
@@ -164,13 +177,15 @@ def work(
     return jobs
 
 
-def install_signal_handlers(stop: threading.Event) -> None:
-    """First SIGTERM/SIGINT: finish the current page and hand the document back. Second: now."""
+def install_signal_handlers(stop: threading.Event, busy: threading.Event) -> None:
+    """SIGTERM/SIGINT: an idle worker stops at once; a busy one finishes the current page and
+    hands the document back. A second signal stops a busy one at once too."""
 
     def on_signal(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            raise StopNow
+        already = stop.is_set()
         stop.set()
+        if already or not busy.is_set():
+            raise StopNow
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
