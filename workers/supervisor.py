@@ -98,7 +98,8 @@ class Supervisor:
 
     def _start(self, slot: int) -> None:
         method = "fork" if threading.active_count() == 1 else "spawn"
-        proc = mp.get_context(method).Process(
+        context: Any = mp.get_context(method)
+        proc = context.Process(
             target=_child_main,
             args=(settings_payload(self.settings), self.opts),
             name=f"worker-{slot}",
