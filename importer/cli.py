@@ -155,9 +155,13 @@ def run(
     workers: Annotated[
         int, typer.Option("--workers", "-w", min=1, help="Worker processes (default: cores).")
     ] = os.cpu_count() or 1,  # noqa: E501
-    lang: Annotated[str, typer.Option("--lang")] = "eng",
-    notify: Annotated[NotifyMode, typer.Option("--notify")] = NotifyMode.batch,
-    force: Annotated[bool, typer.Option("--force")] = False,
+    lang: Annotated[str, typer.Option("--lang", help="Tesseract languages, e.g. eng+deu.")] = "eng",
+    notify: Annotated[
+        NotifyMode, typer.Option("--notify", help="One e-mail per batch, per document, or none.")
+    ] = NotifyMode.batch,
+    force: Annotated[
+        bool, typer.Option("--force", help="Import again files already imported.")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final status as JSON.")
     ] = False,
