@@ -50,6 +50,7 @@ def send(db: Database, gio: GearmanIO, doc_ids: Sequence[int], keyring: payload.
                 select(Document.id, Document.job_id, Document.path, Batch.email, Batch.priority)
                 .join(Batch)
                 .where(Document.id.in_(group))
+                .order_by(Document.id)
             ).all()
         specs = [
             JobSpec(

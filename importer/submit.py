@@ -255,8 +255,14 @@ def _create_batch(db: Database, batch_id: str, opts: SubmitOptions) -> None:
 def _record_and_send(
     db: Database, gio: GearmanIO, keyring: payload.Keyring, batch_id: str, keep: list[Candidate]
 ) -> int:
-    """Insert one group's rows, then send its PDFs in one pipelined round trip."""
+    """Insert one group's rows, then send its PDFs in one pipelined round trip.
+
+    Largest files go first: gearmand hands jobs out in order, and starting the longest
+    documents early keeps every worker busy until the end instead of leaving one
+    finishing a big file alone (longest-processing-time-first).
+    """
     now = utcnow()
+    keep = sorted(keep, key=lambda c: c.size, reverse=True)
     rows = [
         {
             "batch_id": batch_id,
@@ -275,11 +281,13 @@ def _record_and_send(
         s.execute(insert(Document), rows)
         ids = list(
             s.scalars(
-                select(Document.id).where(
+                select(Document.id)
+                .where(
                     Document.job_id.in_(
                         [r["job_id"] for r in rows if r["status"] == DocStatus.queued]
                     )
                 )
+                .order_by(Document.id)
             )
         )
     return send(db, gio, ids, keyring) if ids else 0
