@@ -1,0 +1,151 @@
+"""`scripts/bench`: the command line, and the order the sections run in."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from bench_lib import ocrmypdf_env, report
+from bench_lib.corpus import QUICK, Corpus, Sizes, describe, load_or_build
+from bench_lib.machine import ROOT, machine, revision, versions
+from bench_lib.memory import memory
+from bench_lib.ocr_sections import ScannedPlan, fixed_cost_note, scanned, startup, text_layer
+from bench_lib.procs import BenchError
+from bench_lib.results import SectionResult
+from bench_lib.submission import submission
+
+log = logging.getLogger("bench")
+
+SECTIONS = ("ocr", "scaling", "text-layer", "startup", "submission", "memory")
+
+
+def _sections(text: str) -> list[str]:
+    chosen = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}"
+        )
+    return chosen
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="importer against the raw Tesseract limit, OCRmyPDF, pdftotext and a naive"
+        " submitter, on one generated corpus; writes BENCHMARKS.md.",
+    )
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; --quick: 1)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny corpus: 2 scanned pages, 200 files to submit"
+    )
+    parser.add_argument(
+        "--sections",
+        type=_sections,
+        default=list(SECTIONS),
+        help=f"comma-separated, from {','.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument("--no-ocrmypdf", action="store_true", help="leave OCRmyPDF out")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="default: cores")
+    parser.add_argument("--scanned-pages", type=int, help="scanned pages (default 14)")
+    parser.add_argument(
+        "--work-dir", type=Path, default=ROOT / "bench-out", help="corpus and runs (bench-out/)"
+    )
+    parser.add_argument(
+        "--ocrmypdf-venv", type=Path, default=None, help="default: WORK/venv-ocrmypdf"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "BENCHMARKS.md", help="the report (BENCHMARKS.md)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.rounds < 1 or args.workers < 1:
+        parser.error("--rounds and --workers must be at least 1")
+    return args
+
+
+def _ocrmypdf(args: argparse.Namespace, result: SectionResult) -> Path | None:
+    if args.no_ocrmypdf or "ocr" not in args.sections:
+        return None
+    try:
+        return ocrmypdf_env.ensure(args.ocrmypdf_venv or args.work_dir / "venv-ocrmypdf")
+    except ocrmypdf_env.Unavailable as e:
+        log.warning("OCRmyPDF left out: %s", e)
+        result.notes.append(f"OCRmyPDF was left out: {e}")
+        return None
+
+
+def measure(args: argparse.Namespace, ocrmypdf: Path | None, result: SectionResult) -> Corpus:
+    sizes = QUICK if args.quick else Sizes()
+    if args.scanned_pages:
+        sizes = Sizes(**{**sizes.__dict__, "scanned_pages": args.scanned_pages})
+    corpus = load_or_build(args.work_dir, sizes)
+    runs = args.work_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    chosen = set(args.sections)
+    if chosen & {"ocr", "scaling"}:
+        plan = ScannedPlan("ocr" in chosen, "scaling" in chosen, ocrmypdf)
+        result.extend(scanned(corpus, runs, args.rounds, args.workers, plan))
+    if "text-layer" in chosen:
+        result.extend(text_layer(corpus, runs, args.rounds, args.workers))
+    if "startup" in chosen:
+        result.extend(startup(corpus, runs, args.rounds, args.workers))
+    if "submission" in chosen:
+        result.extend(submission(corpus, runs, args.rounds))
+    if "memory" in chosen:
+        result.extend(memory(corpus, runs, args.rounds))
+    note = fixed_cost_note(result.medians, args.workers)
+    if note:
+        result.notes.append(note)
+    return corpus
+
+
+def _revisions(start: str, end: str) -> str:
+    """The code measured; the importer may change under a long run."""
+    return start if start == end else f"{start} at the start, {end} at the end"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("importer").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    started = time.monotonic()
+    load_before = os.getloadavg()[0]
+    measured = revision()
+    result = SectionResult()
+    ocrmypdf = _ocrmypdf(args, result)
+    try:
+        corpus = measure(args, ocrmypdf, result)
+    except BenchError as e:
+        log.error("bench failed: %s", e)
+        return 1
+    host = {
+        **machine(),
+        "load average (1 min), start / end": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
+    }
+    text = report.render(
+        result,
+        command=shlex.join(["scripts/bench", *(sys.argv[1:] if argv is None else argv)]),
+        rounds=args.rounds,
+        minutes=(time.monotonic() - started) / 60,
+        machine=host,
+        versions=versions(ocrmypdf, _revisions(measured, revision())),
+        corpus=describe(corpus),
+    )
+    args.output.write_text(text, encoding="utf-8")
+    print(report.goals_table(result.goals) if result.goals else "(no goals measured)")
+    print()
+    print(report.rows_table(result.rows))
+    print(f"\nwritten to {args.output}")
+    return 0

@@ -1,0 +1,196 @@
+"""Scanned pages (raw limit, OCRmyPDF, importer, 1 worker against all cores), born-digital
+pages (importer against pdftotext) and the importer's fixed start-up cost."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_lib import contenders as c
+from bench_lib.accuracy import cer, similarity
+from bench_lib.corpus import Corpus, Doc
+from bench_lib.results import Goal, SectionResult, ratio_goal, row
+from bench_lib.rounds import Series, Step, alternate
+
+log = logging.getLogger(__name__)
+
+RAW = "raw limit (pdftoppm + tesseract)"
+OCRMYPDF = "OCRmyPDF (1 file/process)"
+FIXED = "fixed cost"
+CER_SLACK = 0.01  # the importer may be this much worse in CER than the raw limit and still "same"
+
+
+@dataclass(frozen=True)
+class ScannedPlan:
+    compare: bool  # raw limit, OCRmyPDF and the importer
+    scaling: bool  # the importer with 1 worker and with all cores
+    ocrmypdf: Path | None  # its executable; None leaves it out
+
+
+def importer_name(workers: int) -> str:
+    return f"importer run, {workers} worker{'s' if workers > 1 else ''}"
+
+
+def _step(
+    run: Callable[[], c.Outcome], judge: Callable[[c.Outcome], float], facts: bool = False
+) -> Step:
+    def step(series: Series) -> None:
+        outcome = run()
+        series.seconds.append(outcome.seconds)
+        series.quality.append(judge(outcome))
+        if facts:
+            for key, value in outcome.facts.items():
+                if isinstance(value, int | float):
+                    series.add_fact(key, float(value))
+
+    return step
+
+
+def scanned(
+    corpus: Corpus, work: Path, rounds: int, cores: int, plan: ScannedPlan
+) -> SectionResult:
+    docs = corpus.scanned
+    folder = docs[0].path.parent
+    expected = {d.path: d.expected for d in docs}
+    judge: Callable[[c.Outcome], float] = lambda o: cer(o.texts, expected)  # noqa: E731
+    steps: dict[str, Step] = {}
+    if plan.compare:
+        steps[RAW] = _step(lambda: c.raw_limit(docs, work, cores), judge)
+        if plan.ocrmypdf is not None:
+            exe = plan.ocrmypdf
+            steps[OCRMYPDF] = _step(lambda: c.ocrmypdf_batch(docs, work, cores, exe), judge)
+    steps[importer_name(cores)] = _step(lambda: c.importer_run(folder, docs, work, cores), judge)
+    if plan.scaling and cores > 1:
+        steps[importer_name(1)] = _step(lambda: c.importer_run(folder, docs, work, 1), judge)
+    series = alternate(steps, rounds, "scanned")
+    result = _scanned_result(series, corpus, cores, plan)
+    result.medians.update({name: s.median for name, s in series.items()})
+    return result
+
+
+def _scanned_result(
+    series: dict[str, Series], corpus: Corpus, cores: int, plan: ScannedPlan
+) -> SectionResult:
+    result = SectionResult()
+    pages = corpus.scanned_pages
+    section = f"scanned, {len(corpus.scanned)} docs, {pages} pages"
+    for s in series.values():
+        result.rows.append(
+            row(section, s, f"{pages / s.median:.2f} pages/s", f"CER {s.median_quality:.2%}")
+        )
+    ours = series[importer_name(cores)]
+    if plan.compare:
+        raw = series[RAW]
+        same = ours.median_quality <= raw.median_quality + CER_SLACK
+        goal = ratio_goal(
+            "importer / raw limit, wall time, scanned pages (same accuracy)",
+            ours.median / raw.median,
+            1.05,
+            at_most=True,
+            extra=f" (CER {ours.median_quality:.2%} vs {raw.median_quality:.2%})",
+        )
+        result.goals.append(Goal(goal.figure, goal.measured, goal.target, goal.met and same))
+        if OCRMYPDF in series:
+            result.goals.append(
+                ratio_goal(
+                    "importer / OCRmyPDF best batch, wall time",
+                    ours.median / series[OCRMYPDF].median,
+                    0.87,
+                    at_most=True,
+                )
+            )
+    if plan.scaling and cores > 1:
+        one = series[importer_name(1)]
+        result.goals.append(
+            ratio_goal(
+                f"{cores} workers / 1 worker throughput, scanned pages",
+                one.median / ours.median,
+                1.8,
+                at_most=False,
+            )
+        )
+    return result
+
+
+def text_layer(corpus: Corpus, work: Path, rounds: int, cores: int) -> SectionResult:
+    docs = corpus.born
+    folder = docs[0].path.parent
+    expected = {d.path: d.expected for d in docs}
+    reference = c.pdftotext_batch(docs, cores).texts
+    steps: dict[str, Step] = {
+        "pdftotext (1 file/process)": _step(
+            lambda: c.pdftotext_batch(docs, cores), lambda o: similarity(o.texts, expected)
+        ),
+        importer_name(cores): _step(
+            lambda: c.importer_run(folder, docs, work, cores),
+            lambda o: similarity(o.texts, reference),
+        ),
+    }
+    series = alternate(steps, rounds, "text layer")
+    pages = corpus.born_pages
+    section = f"born-digital, {len(docs)} docs, {pages} pages"
+    result = SectionResult()
+    tool, ours = series.values()
+    result.rows.append(
+        row(
+            section,
+            tool,
+            f"{pages / tool.median:,.0f} pages/s",
+            f"{tool.median_quality:.3f} vs expected",
+        )
+    )
+    result.rows.append(
+        row(
+            section,
+            ours,
+            f"{pages / ours.median:,.0f} pages/s",
+            f"{ours.median_quality:.3f} vs pdftotext",
+        )
+    )
+    goal = ratio_goal(
+        "born-digital pages: importer / pdftotext, wall time",
+        ours.median / tool.median,
+        3,
+        at_most=True,
+        extra=f" (similarity {ours.median_quality:.3f})",
+    )
+    result.goals.append(
+        Goal(goal.figure, goal.measured, goal.target, goal.met and ours.median_quality >= 0.95)
+    )
+    return result
+
+
+def startup(corpus: Corpus, work: Path, rounds: int, cores: int) -> SectionResult:
+    """`importer run` on one one-page born-digital PDF: the floor every run pays."""
+    single = min(corpus.born, key=lambda d: d.pages)
+    folder = work / "startup-doc"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / single.path.name
+    target.write_bytes(single.path.read_bytes())
+    doc = Doc(target, single.pages, single.expected)
+    steps: dict[str, Step] = {
+        importer_name(cores): _step(
+            lambda: c.importer_run(folder, [doc], work, cores),
+            lambda o: similarity(o.texts, {doc.path: doc.expected}),
+        )
+    }
+    series = alternate(steps, rounds, "start-up")
+    ours = series[importer_name(cores)]
+    quality = f"{ours.median_quality:.3f} vs expected"
+    return SectionResult(
+        rows=[row("fixed cost: 1 one-page PDF", ours, "-", quality)], medians={FIXED: ours.median}
+    )
+
+
+def fixed_cost_note(medians: dict[str, float], cores: int) -> str | None:
+    """How far the importer is from the raw limit once its once-per-run cost is set aside."""
+    ours, raw, fixed = medians.get(importer_name(cores)), medians.get(RAW), medians.get(FIXED)
+    if ours is None or raw is None or fixed is None:
+        return None
+    return (
+        f"The importer's fixed cost per run (start-up and shutdown, measured on one one-page"
+        f" PDF) is {fixed:.2f} s; without it, its scanned-page time is {ours - fixed:.2f} s,"
+        f" {(ours - fixed) / raw:.2f} times the raw limit's."
+    )
