@@ -11,8 +11,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from importer import payload
 from importer.db.engine import Database
@@ -66,14 +67,16 @@ def send(db: Database, gio: GearmanIO, doc_ids: Sequence[int], keyring: payload.
             with db.session() as s:
                 s.execute(update(Document).where(Document.id.in_(group)).values(enqueued_at=None))
             raise
-        with db.session() as s:
-            for doc_id, job_id, *_ in rows:
-                if job_id in handles:
-                    s.execute(
-                        update(Document)
-                        .where(Document.id == doc_id)
-                        .values(gearman_handle=handles[job_id])
-                    )
+        table: Any = Document.__table__  # Core UPDATE: one executemany, not an ORM flush
+        params = [{"doc_id": d, "handle": handles[j]} for d, j, *_ in rows if j in handles]
+        if params:
+            with db.session() as s:
+                s.connection().execute(
+                    update(table)
+                    .where(table.c.id == bindparam("doc_id"))
+                    .values(gearman_handle=bindparam("handle")),
+                    params,
+                )
         sent += len(handles)
     return sent
 
