@@ -8,6 +8,7 @@ program is put first on PATH for the in-process `iter_pages`.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -434,3 +435,12 @@ def test_decompression_bomb_is_refused_before_rendering(tmp_path: Path) -> None:
     with pytest.raises(OverLimit, match="60,000 x 60,000 pixel image"):
         list(process_document(hostile.jbig2_bomb(tmp_path / "bomb.pdf")))
     assert time.monotonic() - started < 10
+
+
+def test_scans_render_at_their_own_resolution(caplog: pytest.LogCaptureFixture) -> None:
+    """A 200 dpi scan is not upsampled to 300 dpi: that adds Tesseract time, not detail."""
+    caplog.set_level(logging.DEBUG, logger="workers.pdf")
+    results = list(iter_pages(SAMPLES / "scanned_letter.pdf", limits=Limits(dpi=300)))
+    renders = [r.getMessage() for r in caplog.records if "pdftoppm -r" in r.getMessage()]
+    assert renders and all("pdftoppm -r 200 " in m for m in renders), renders
+    assert all(isinstance(r, DocumentInfo) or r.source == PageSource.ocr for r in results)

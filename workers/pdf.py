@@ -241,17 +241,28 @@ def _pgm_pixels(image: Path) -> int:
 
 def image_sizes(
     path: str | os.PathLike[str], *, pages: int, timeout: float
-) -> dict[int, list[tuple[int, int]]]:
-    """Declared width and height of every image, by page, read without decoding any.
+) -> dict[int, list[PageImage]]:
+    """Declared size and placed resolution of every image, by page, without decoding any.
 
     A few bytes of Flate or JBIG2 can declare billions of pixels; this is how such a
     bomb is refused before a renderer tries to decode it.
     """
     argv = ["pdfimages", "-list", "-f", "1", "-l", str(pages), os.path.abspath(path)]
     proc = run_tool(argv, timeout=timeout)
-    sizes: dict[int, list[tuple[int, int]]] = {}
+    sizes: dict[int, list[PageImage]] = {}
     for line in proc.stdout.decode("utf-8", "replace").splitlines()[2:]:
         fields = line.split()
         if len(fields) >= 5 and fields[0].isdigit() and fields[3].isdigit() and fields[4].isdigit():
-            sizes.setdefault(int(fields[0]), []).append((int(fields[3]), int(fields[4])))
+            ppi = int(fields[12]) if len(fields) > 12 and fields[12].isdigit() else 0
+            image = PageImage(int(fields[3]), int(fields[4]), ppi)
+            sizes.setdefault(int(fields[0]), []).append(image)
     return sizes
+
+
+@dataclass(frozen=True)
+class PageImage:
+    """An image as placed on a page: its pixels, and its resolution there (0: unknown)."""
+
+    width: int
+    height: int
+    ppi: int

@@ -10,7 +10,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 
 from importer.states import PageSource
@@ -36,6 +36,8 @@ from workers.document import (
 from workers.pdf import ToolError, ToolKilled, ToolOutOfMemory, ToolTimeout
 
 log = logging.getLogger(__name__)
+
+MIN_RENDER_DPI = 200
 
 
 def iter_pages(
@@ -80,6 +82,7 @@ class _Reader:
         self.skip = skip
         self.work_dir = work_dir
         self.on_step = on_step or (lambda: None)
+        self.page_dpi: dict[int, int] = {}
         self.doc_deadline = time.monotonic() + limits.document_timeout
 
     def run(self) -> Iterator[DocumentInfo | PageResult]:
@@ -174,9 +177,11 @@ class _Reader:
                     " megapixel cap (IMPORTER_MAX_PAGE_MEGAPIXELS)"
                 )
         if pages:
-            self._check_image_sizes(probe.pages, pages)
+            self._check_image_sizes(probe.pages, pages, probe.boxes)
 
-    def _check_image_sizes(self, page_count: int, pages: list[int]) -> None:
+    def _check_image_sizes(
+        self, page_count: int, pages: list[int], boxes: Mapping[int, pdf.PageBox]
+    ) -> None:
         """Images are decoded in full when a page renders: refuse bombs before that."""
         cap = self.limits.max_page_pixels
         deadline = self._step_deadline()
@@ -191,13 +196,25 @@ class _Reader:
         except ToolError as e:
             raise CorruptPdf(f"corrupt PDF: its images cannot be listed: {e.detail}") from e
         for number in pages:
-            for width, height in sizes.get(number, []):
-                if width * height > cap:
+            for image in sizes.get(number, []):
+                if image.width * image.height > cap:
                     raise OverLimit(
-                        f"page {number} holds a {width:,} x {height:,} pixel image"
-                        f" ({width * height / 1e6:,.0f} megapixels), over the"
+                        f"page {number} holds a {image.width:,} x {image.height:,} pixel image"
+                        f" ({image.width * image.height / 1e6:,.0f} megapixels), over the"
                         f" {cap / 1e6:,.0f} megapixel cap (IMPORTER_MAX_PAGE_MEGAPIXELS)"
                     )
+            self.page_dpi[number] = self._render_dpi(boxes.get(number), sizes.get(number, []))
+
+    def _render_dpi(self, box: pdf.PageBox | None, images: list[pdf.PageImage]) -> int:
+        """A scanned page renders at its scan's own resolution (never above the configured
+        dpi, never below MIN_RENDER_DPI): more pixels than the scanner took add no detail,
+        only Tesseract time. Pages that are not one full-page scan get the configured dpi."""
+        dpi = self.limits.dpi
+        if box is None or len(images) != 1 or images[0].ppi <= 0:
+            return dpi
+        image = images[0]
+        covers = image.width / image.ppi * pdf.POINTS_PER_INCH >= 0.8 * box.width
+        return max(MIN_RENDER_DPI, min(dpi, image.ppi)) if covers else dpi
 
     def _check_languages(self) -> None:
         deadline = self._step_deadline()
@@ -218,6 +235,7 @@ class _Reader:
 
     def _ocr_page(self, number: int) -> PageResult:
         started = time.monotonic()
+        dpi = self.page_dpi.get(number, self.limits.dpi)
         deadline = self._step_deadline()
         image: Path | None = None
         step = "pdftoppm"
@@ -225,12 +243,12 @@ class _Reader:
             image = pdf.rasterize(
                 self.path,
                 page=number,
-                dpi=self.limits.dpi,
+                dpi=dpi,
                 out_dir=self.work_dir,
                 timeout=deadline - time.monotonic(),
             )
             step = "Tesseract"
-            result = ocr.read_page(image, lang=self.lang, dpi=self.limits.dpi, deadline=deadline)
+            result = ocr.read_page(image, lang=self.lang, dpi=dpi, deadline=deadline)
         except ToolTimeout as e:
             raise self._timeout(f"{step} timed out on page {number}", deadline) from e
         except ToolKilled as e:
