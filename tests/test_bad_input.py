@@ -98,3 +98,39 @@ def test_usage_errors_exit_2(env: dict[str, str]) -> None:
         proc = importer(*args, env=env)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+def test_include_exclude_and_no_recursive(env: dict[str, str], inbox: Path) -> None:
+    nested = inbox / "nested"
+    nested.mkdir()
+    (nested / "deep.pdf").write_bytes((inbox / "born_digital.pdf").read_bytes() + b"\n% deep")
+
+    def would(*args: str) -> set[str]:
+        proc = importer(
+            "submit",
+            str(inbox),
+            "--email",
+            "a@example.com",
+            "--dry-run",
+            *args,
+            env=env,
+            check=True,
+        )
+        return {Path(line).name for line in proc.stdout.splitlines() if line.endswith(".pdf")}
+
+    everything = would()
+    assert "deep.pdf" in everything and "scanned_memo.pdf" in everything
+    assert "deep.pdf" not in would("--no-recursive")
+    assert would("--include", "scanned_*") == {"scanned_letter.pdf", "scanned_memo.pdf"}
+    assert "scanned_memo.pdf" not in would("--exclude", "*memo*")
+    assert batches(env) == 0
+
+
+def test_worker_max_jobs_stops_after_n(env: dict[str, str], inbox: Path) -> None:
+    for p in inbox.iterdir():
+        if p.name not in ("born_digital.pdf", "mixed.pdf"):
+            p.unlink()
+    importer("submit", str(inbox), "--email", "a@example.com", env=env, check=True)
+    importer("worker", "--max-jobs", "1", env=env, check=True, timeout=120)
+    status = json.loads(importer("status", "--json", env=env, check=True).stdout)
+    assert status["batches"][0]["done"] == 1 and status["batches"][0]["queued"] == 1
