@@ -39,6 +39,11 @@ err = Console(stderr=True, soft_wrap=True)
 
 Paths = Annotated[list[str], typer.Argument(help="Files or directories of PDFs.")]
 Email = Annotated[str, typer.Option("--email", help="Who gets the summary e-mail.")]
+Lang = Annotated[str, typer.Option("--lang", help="Tesseract languages, e.g. eng+deu.")]
+Notify = Annotated[
+    NotifyMode, typer.Option("--notify", help="One e-mail per batch, per document, or none.")
+]
+Force = Annotated[bool, typer.Option("--force", help="Import again files already imported.")]
 
 
 def _settings() -> Settings:
@@ -76,13 +81,9 @@ def submit(
         typer.Option("--exclude", help="Skip names matching this glob (repeatable)."),
     ] = None,
     priority: Annotated[Priority, typer.Option("--priority")] = Priority.normal,
-    lang: Annotated[str, typer.Option("--lang", help="Tesseract languages, e.g. eng+deu.")] = "eng",
-    notify: Annotated[
-        NotifyMode, typer.Option("--notify", help="One e-mail per batch, per document, or none.")
-    ] = NotifyMode.batch,  # noqa: E501
-    force: Annotated[
-        bool, typer.Option("--force", help="Import again files already imported.")
-    ] = False,
+    lang: Lang = "eng",
+    notify: Notify = NotifyMode.batch,
+    force: Force = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be submitted.")
     ] = False,
@@ -126,7 +127,7 @@ def worker(
         typer.Option(
             "--reaper-interval", min=1.0, help="Seconds between passes that requeue stale work."
         ),
-    ] = 15.0,  # noqa: E501
+    ] = 15.0,
 ) -> None:
     """Run OCR workers: take `import` jobs from every configured gearmand."""
     from workers.supervisor import Supervisor, WorkerOptions, install_supervisor_signals
@@ -154,14 +155,10 @@ def run(
     email: Email,
     workers: Annotated[
         int, typer.Option("--workers", "-w", min=1, help="Worker processes (default: cores).")
-    ] = os.cpu_count() or 1,  # noqa: E501
-    lang: Annotated[str, typer.Option("--lang", help="Tesseract languages, e.g. eng+deu.")] = "eng",
-    notify: Annotated[
-        NotifyMode, typer.Option("--notify", help="One e-mail per batch, per document, or none.")
-    ] = NotifyMode.batch,
-    force: Annotated[
-        bool, typer.Option("--force", help="Import again files already imported.")
-    ] = False,
+    ] = os.cpu_count() or 1,
+    lang: Lang = "eng",
+    notify: Notify = NotifyMode.batch,
+    force: Force = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final status as JSON.")
     ] = False,
