@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from importer.states import PageSource
-from workers import pdf
+from importer.states import PageSource, TextLayerMode
+from workers import pdf, textlayer
 from workers.document import (
     ChildCrashed,
     CorruptPdf,
@@ -38,6 +38,7 @@ from workers.document import (
 )
 from workers.engine import process_document
 from workers.reader import iter_pages
+from workers.textlayer import TextKind
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_pdfs"
 TOOLS = ("tesseract", "pdftoppm", "pdftotext", "pdfinfo")
@@ -250,16 +251,76 @@ def test_sideways_scanned_page_is_read(results: dict[str, Items]) -> None:
     assert cer(expected[1], sideways.text) <= 0.05
 
 
-def test_upright_pages_skip_orientation_detection(tool_runs: Callable[[str], list[str]]) -> None:
-    list(iter_pages(SAMPLES / "scanned_memo.pdf"))
+@pytest.fixture(scope="module")
+def turned_scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scanned_memo's page as scanned four ways up: 0, 90, 180 and 270 degrees."""
+    from PIL import Image
+
+    out = tmp_path_factory.mktemp("turned")
+    pdf.run_tool(
+        [
+            "pdftoppm",
+            "-r",
+            "200",
+            "-gray",
+            "-singlefile",
+            str(SAMPLES / "scanned_memo.pdf"),
+            str(out / "page"),
+        ],
+        timeout=60,
+    )
+    with Image.open(out / "page.pgm") as page:
+        turned = [page.rotate(degrees, expand=True) for degrees in (0, 90, 180, 270)]
+    turned[0].save(
+        out / "turned.pdf", "PDF", resolution=200.0, save_all=True, append_images=turned[1:]
+    )
+    return out / "turned.pdf"
+
+
+def test_turned_pages_are_read_in_one_pass(
+    turned_scans: Path, tool_runs: Callable[[str], list[str]]
+) -> None:
+    expected = expected_pages("scanned_memo")[0]
+    pages = pages_of(list(iter_pages(turned_scans)))
+    assert len(pages) == 4
+    for page, degrees in zip(pages, (0, 90, 180, 270), strict=True):
+        assert page.source is PageSource.ocr
+        assert cer(expected, page.text) <= 0.03, degrees
     runs = tool_runs("tesseract")
-    assert len(runs) == 1 and "--psm 0" not in runs[0]
+    assert len(runs) == 4, runs  # one run a page: no pass read, judged and thrown away
+    assert all("--psm 1" in run for run in runs), runs
 
 
-def test_text_layer_threshold() -> None:
-    assert pdf.has_text_layer("The quick brown fox jumps over the lazy dog, twice over.")
-    assert not pdf.has_text_layer("   12  \n")  # a page number on a scanned page
-    assert not pdf.has_text_layer("\ue000\ue001\ue002 " * 40 + "abc")  # unmapped glyphs
+def test_a_page_is_judged_by_whether_its_text_can_be_real() -> None:
+    contents = "\n".join(
+        f"{n}.{m} Section {n}.{m} " + "." * 40 + f" {10 * n + m}"
+        for n in range(1, 5)
+        for m in range(1, 5)
+    )
+    assert textlayer.classify(contents) is TextKind.full  # dot leaders and page numbers
+    assert textlayer.classify("12.5 -0.07 1,234.56 98% " * 20) is TextKind.full  # a table
+    bullets = "\uf0b7 A bulleted item in a Word document, its bullet unmapped.\n" * 8
+    assert textlayer.classify(bullets) is TextKind.full
+    assert textlayer.classify("   12  \n") is TextKind.sparse  # a page number on a scan
+    assert textlayer.classify("RECEIVED 2026-11-03 Accounts") is TextKind.sparse  # a stamp
+    assert textlayer.classify("\ue000\ue001\ue002 " * 40 + "abc") is TextKind.unreal
+    assert textlayer.classify("\ufffd" * 300) is TextKind.unreal
+    assert textlayer.classify(" \n\t ") is TextKind.empty
+
+
+def test_which_pages_each_mode_ocrs() -> None:
+    auto, ocr_all, keep = TextLayerMode.auto, TextLayerMode.ocr, TextLayerMode.keep
+    for kind in TextKind:
+        assert textlayer.needs_ocr(kind, ocr_all)
+        assert textlayer.needs_ocr(kind, keep) == (kind is TextKind.empty)
+    assert textlayer.needs_ocr(TextKind.empty, auto)
+    assert textlayer.needs_ocr(TextKind.unreal, auto)
+    assert not textlayer.needs_ocr(TextKind.full, auto, image_coverage=1.0)
+    assert textlayer.needs_ocr(TextKind.sparse, auto, image_coverage=0.95)  # stamped scan
+    assert not textlayer.needs_ocr(TextKind.sparse, auto, image_coverage=0.2)  # a figure
+    assert not textlayer.needs_ocr(TextKind.sparse, auto)  # no images: a short page
+    assert [k for k in TextKind if textlayer.needs_probe(k, auto)] == [TextKind.sparse]
+    assert not any(textlayer.needs_probe(k, mode) for k in TextKind for mode in (ocr_all, keep))
 
 
 # Documents that must be refused --------------------------------------------------------

@@ -29,13 +29,6 @@ log = logging.getLogger(__name__)
 HEADER_WINDOW = 1024  # readers accept "%PDF-" anywhere in the first KB, and so do we
 POINTS_PER_INCH = 72.0
 
-# A page has a usable text layer when it holds at least this many letters and digits,
-# and they make up at least this share of its visible characters. The first rule keeps
-# out page numbers and stray headers on scanned pages; the second keeps out text layers
-# whose fonts map to symbols or private-use code points.
-MIN_TEXT_ALNUM = 32
-MIN_TEXT_RATIO = 0.5
-
 
 class ToolError(Exception):
     """An external program failed: `tool` names it, `detail` is its own last words."""
@@ -138,13 +131,13 @@ _MEDIABOX = re.compile(
 )
 
 
-def probe(path: str | os.PathLike[str], *, max_pages: int, timeout: float) -> Probe:
-    """Page count, page sizes and encryption from one pdfinfo run.
+def probe(path: str | os.PathLike[str], *, first: int = 1, last: int, timeout: float) -> Probe:
+    """Page count, the sizes of pages `first`..`last`, and encryption from one pdfinfo run.
 
-    Sizes are listed for at most `max_pages` pages, so a file claiming a million pages
-    costs no more than one within the cap.
+    Sizes are listed for at most those pages, so a file claiming a million pages costs no
+    more than the pages asked about.
     """
-    argv = ["pdfinfo", "-f", "1", "-l", str(max_pages), "-box", os.path.abspath(path)]
+    argv = ["pdfinfo", "-f", str(first), "-l", str(last), "-box", os.path.abspath(path)]
     out = run_tool(argv, timeout=timeout).stdout
     pages = _PAGES.search(out)
     if pages is None:
@@ -178,38 +171,27 @@ def needs_password(path: str | os.PathLike[str]) -> bool:
         pypdf_log.setLevel(level)
 
 
-def text_layer(path: str | os.PathLike[str], *, pages: int, timeout: float) -> list[str]:
-    """Every page's own text from one pdftotext run; one string per page, in order.
+def text_pages(path: str | os.PathLike[str], *, last: int, timeout: float) -> list[str] | None:
+    """Each page's own text, pages 1..`last`, from one pdftotext run; None if ambiguous.
 
-    pdftotext ends each page with a form feed. If the pieces do not line up with the
-    page count (a form feed inside the text itself), the pages are read one by one, so
-    no page ever gets its neighbour's text.
+    pdftotext ends every page with a form feed, so the pieces give the page count too
+    (no pdfinfo needed for a document of ordinary text). A form feed inside the text
+    itself would shift the pages: when the output does not end in exactly one, the
+    caller counts pages with pdfinfo and reads them one by one.
     """
-    argv = ["pdftotext", "-enc", "UTF-8", "-f", "1", "-l", str(pages)]
+    argv = ["pdftotext", "-enc", "UTF-8", "-f", "1", "-l", str(last)]
     out = run_tool([*argv, os.path.abspath(path), "-"], timeout=timeout).stdout
     texts = out.decode("utf-8", "replace").split("\f")
-    if len(texts) == pages + 1 and not texts[-1].strip():
-        return texts[:pages]
-    log.warning(
-        "%s: pdftotext gave %d pieces for %d pages; reading pages one by one",
-        path,
-        len(texts) - 1,
-        pages,
-    )
-    return [page_text(path, page=n, timeout=timeout) for n in range(1, pages + 1)]
+    if len(texts) < 2 or texts[-1].strip():
+        log.warning("%s: pdftotext's pages cannot be told apart; reading them one by one", path)
+        return None
+    return texts[:-1]
 
 
 def page_text(path: str | os.PathLike[str], *, page: int, timeout: float) -> str:
     argv = ["pdftotext", "-enc", "UTF-8", "-f", str(page), "-l", str(page)]
     out = run_tool([*argv, os.path.abspath(path), "-"], timeout=timeout).stdout
     return out.decode("utf-8", "replace").replace("\f", "")
-
-
-def has_text_layer(text: str) -> bool:
-    """Whether a page's own text is real text worth keeping instead of OCR."""
-    alnum = sum(c.isalnum() for c in text)
-    visible = sum(not c.isspace() for c in text)
-    return alnum >= MIN_TEXT_ALNUM and alnum >= MIN_TEXT_RATIO * visible
 
 
 def rasterize(
@@ -240,23 +222,34 @@ def _pgm_pixels(image: Path) -> int:
 
 
 def image_sizes(
-    path: str | os.PathLike[str], *, pages: int, timeout: float
+    path: str | os.PathLike[str], *, first: int = 1, last: int, timeout: float
 ) -> dict[int, list[PageImage]]:
-    """Declared size and placed resolution of every image, by page, without decoding any.
+    """Declared size and placed resolution of every image on pages `first`..`last`, by
+    page, without decoding any.
 
     A few bytes of Flate or JBIG2 can declare billions of pixels; this is how such a
     bomb is refused before a renderer tries to decode it.
     """
-    argv = ["pdfimages", "-list", "-f", "1", "-l", str(pages), os.path.abspath(path)]
+    argv = ["pdfimages", "-list", "-f", str(first), "-l", str(last), os.path.abspath(path)]
     proc = run_tool(argv, timeout=timeout)
     sizes: dict[int, list[PageImage]] = {}
     for line in proc.stdout.decode("utf-8", "replace").splitlines()[2:]:
+        # page num type width height color comp bpc enc interp object ID x-ppi y-ppi ...
         fields = line.split()
         if len(fields) >= 5 and fields[0].isdigit() and fields[3].isdigit() and fields[4].isdigit():
-            ppi = int(fields[12]) if len(fields) > 12 and fields[12].isdigit() else 0
-            image = PageImage(int(fields[3]), int(fields[4]), ppi)
+            image = PageImage(
+                int(fields[3]),
+                int(fields[4]),
+                _number(fields, 12),
+                _number(fields, 13),
+                mask=fields[2] != "image",
+            )
             sizes.setdefault(int(fields[0]), []).append(image)
     return sizes
+
+
+def _number(fields: list[str], index: int) -> int:
+    return int(fields[index]) if len(fields) > index and fields[index].isdigit() else 0
 
 
 @dataclass(frozen=True)
@@ -265,4 +258,13 @@ class PageImage:
 
     width: int
     height: int
-    ppi: int
+    ppi: int  # horizontal
+    yppi: int = 0
+    mask: bool = False  # a stencil or soft mask, not a picture of its own
+
+    def coverage(self, box: PageBox) -> float:
+        """The share of the page's area this image is drawn over (0 when unknown)."""
+        if self.mask or self.ppi <= 0 or self.yppi <= 0 or box.width * box.height <= 0:
+            return 0.0
+        area = (self.width / self.ppi) * (self.height / self.yppi) * POINTS_PER_INCH**2
+        return min(1.0, area / (box.width * box.height))

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 
-from importer.states import PageSource
-from workers import ocr, pdf
+from importer.states import PageSource, TextLayerMode
+from workers import ocr, pdf, textlayer
 from workers.document import (
     MB,
     ChildCrashed,
@@ -48,20 +48,23 @@ def iter_pages(
     skip_pages: Collection[int] = (),
     work_dir: str | os.PathLike[str] | None = None,
     on_step: Callable[[], None] | None = None,
+    text_layer: TextLayerMode | str = TextLayerMode.auto,
 ) -> Iterator[DocumentInfo | PageResult]:
     """Yield DocumentInfo, then a PageResult per page not in `skip_pages`, in this process.
 
-    This is what the isolated child runs. Page images go to `work_dir`, or to a
-    temporary directory removed at the end. `on_step` is called after each step that
-    yields nothing (the text layer, the language check), so a watching parent can time
-    every step by the page timeout. Raises DocumentError.
+    This is what the isolated child runs. `text_layer` says which pages keep the PDF's
+    own text (see `workers.textlayer`). Page images go to `work_dir`, or to a temporary
+    directory removed at the end. `on_step` is called after each step that yields nothing
+    (the text layer, the language check), so a watching parent can time every step by
+    the page timeout. Raises DocumentError.
     """
     skip = frozenset(skip_pages)
+    mode = TextLayerMode(text_layer)
     if work_dir is not None:
-        yield from _Reader(Path(path), lang, limits, skip, Path(work_dir), on_step).run()
+        yield from _Reader(Path(path), lang, limits, skip, Path(work_dir), on_step, mode).run()
         return
     with tempfile.TemporaryDirectory(prefix="importer-doc-") as tmp:
-        yield from _Reader(Path(path), lang, limits, skip, Path(tmp), on_step).run()
+        yield from _Reader(Path(path), lang, limits, skip, Path(tmp), on_step, mode).run()
 
 
 class _Reader:
@@ -75,9 +78,12 @@ class _Reader:
         skip: frozenset[int],
         work_dir: Path,
         on_step: Callable[[], None] | None = None,
+        mode: TextLayerMode = TextLayerMode.auto,
     ) -> None:
         self.path = path
         self.lang = lang
+        self.mode = mode
+        self.probe: pdf.Probe | None = None  # pdfinfo's answer, once it was needed
         self.limits = limits
         self.skip = skip
         self.work_dir = work_dir
@@ -87,17 +93,16 @@ class _Reader:
 
     def run(self) -> Iterator[DocumentInfo | PageResult]:
         self._check_file()
-        probe = self._probe()
-        yield DocumentInfo(pages=probe.pages)
-        wanted = [n for n in range(1, probe.pages + 1) if n not in self.skip]
+        started = time.monotonic()
+        texts = self._text_layer()
+        pages = len(texts)
+        yield DocumentInfo(pages=pages)
+        wanted = [n for n in range(1, pages + 1) if n not in self.skip]
         if not wanted:
             return
-        started = time.monotonic()
-        texts = self._text_layer(probe.pages)
-        share = (time.monotonic() - started) / probe.pages
+        share = (time.monotonic() - started) / pages
         self.on_step()
-        to_ocr = {n for n in wanted if not pdf.has_text_layer(texts[n - 1])}
-        self._check_page_sizes(probe, sorted(to_ocr))
+        to_ocr = self._pages_to_ocr(texts, wanted)
         if to_ocr:
             self._check_languages()
             self.on_step()
@@ -107,6 +112,31 @@ class _Reader:
             else:
                 text = texts[number - 1].strip()
                 yield PageResult(number, text, PageSource.text_layer, None, share)
+
+    def _pages_to_ocr(self, texts: list[str], wanted: list[int]) -> set[int]:
+        """Decide per page; only pages whose text is sparse, and pages to render, are probed."""
+        kinds = {n: textlayer.classify(texts[n - 1]) for n in wanted}
+        to_ocr = {n for n in wanted if textlayer.needs_ocr(kinds[n], self.mode)}
+        to_probe = [n for n in wanted if textlayer.needs_probe(kinds[n], self.mode)]
+        looked_at = sorted(to_ocr.union(to_probe))
+        if not looked_at:
+            return set()
+        first, last = looked_at[0], looked_at[-1]
+        probe = self.probe or self._probe(first, last)
+        images = self._images(first, last)
+        for number in to_probe:
+            box = probe.boxes.get(number)
+            coverage = max(
+                (image.coverage(box) for image in images.get(number, []) if box is not None),
+                default=0.0,
+            )
+            if textlayer.needs_ocr(kinds[number], self.mode, coverage):
+                to_ocr.add(number)
+            log.debug(
+                "%s: page %d has sparse text, image coverage %.2f", self.path, number, coverage
+            )
+        self._check_page_sizes(probe, sorted(to_ocr), images)
+        return to_ocr
 
     def _check_file(self) -> None:
         try:
@@ -122,11 +152,12 @@ class _Reader:
         if not header:
             raise NotAPdf("not a PDF (no %PDF- header in its first 1024 bytes)")
 
-    def _probe(self) -> pdf.Probe:
+    def _probe(self, first: int = 1, last: int = 1) -> pdf.Probe:
+        """pdfinfo: the page count and pages `first`..`last`'s sizes, or why it cannot be read."""
         deadline = self._step_deadline()
         try:
             timeout = deadline - time.monotonic()
-            probe = pdf.probe(self.path, max_pages=self.limits.max_pages, timeout=timeout)
+            probe = pdf.probe(self.path, first=first, last=last, timeout=timeout)
         except ToolTimeout as e:
             raise self._timeout("pdfinfo timed out reading the document structure", deadline) from e
         except ToolKilled as e:
@@ -148,22 +179,51 @@ class _Reader:
             )
         if probe.restricted:
             log.info("%s: encrypted with an owner password only; reading it", self.path)
+        self.probe = probe
         return probe
 
-    def _text_layer(self, pages: int) -> list[str]:
+    def _text_layer(self) -> list[str]:
+        """Every page's own text, one string per page: the page count comes with it.
+
+        pdftotext reads at most one page past the cap, so a file claiming a million pages
+        costs no more than one at the cap. pdfinfo runs only when pdftotext fails (to say
+        why: encrypted, corrupt) or its pages cannot be told apart.
+        """
+        cap = self.limits.max_pages
         deadline = self._step_deadline()
         try:
-            return pdf.text_layer(self.path, pages=pages, timeout=deadline - time.monotonic())
+            texts = pdf.text_pages(self.path, last=cap + 1, timeout=deadline - time.monotonic())
         except ToolTimeout as e:
             raise self._timeout("pdftotext timed out reading the text layer", deadline) from e
         except ToolKilled as e:
             raise ChildCrashed(f"pdftotext {e.detail} reading the text layer") from e
         except ToolError as e:
+            pages = self._probe().pages
             log.warning("%s: no text layer (%s); every page will be OCRed", self.path, e)
             return [""] * pages
+        if texts is None or len(texts) > cap:
+            pages = self._probe().pages  # the real count, or why the file cannot be read
+            return [self._page_text(n) for n in range(1, pages + 1)]
+        return texts
 
-    def _check_page_sizes(self, probe: pdf.Probe, pages: list[int]) -> None:
-        """Refuse before rendering anything, so no page renders only to hit the cap later."""
+    def _page_text(self, number: int) -> str:
+        deadline = self._step_deadline()
+        try:
+            return pdf.page_text(self.path, page=number, timeout=deadline - time.monotonic())
+        except ToolTimeout as e:
+            raise self._timeout(f"pdftotext timed out on page {number}", deadline) from e
+        except ToolKilled as e:
+            raise ChildCrashed(f"pdftotext {e.detail} on page {number}") from e
+        except ToolError as e:
+            log.warning("%s: page %d has no text layer (%s)", self.path, number, e)
+            return ""
+
+    def _check_page_sizes(
+        self, probe: pdf.Probe, pages: list[int], images: Mapping[int, list[pdf.PageImage]]
+    ) -> None:
+        """Refuse before rendering anything, so no page renders only to hit the cap later.
+
+        Images are decoded in full when a page renders: bombs are refused by their size."""
         cap, dpi = self.limits.max_page_pixels, self.limits.dpi
         for number in pages:
             box = probe.boxes.get(number)
@@ -176,18 +236,24 @@ class _Reader:
                     f" ({width * height / 1e6:,.0f} megapixels), over the {cap / 1e6:,.0f}"
                     " megapixel cap (IMPORTER_MAX_PAGE_MEGAPIXELS)"
                 )
-        if pages:
-            self._check_image_sizes(probe.pages, pages, probe.boxes)
+        for number in pages:
+            for image in images.get(number, []):
+                if image.width * image.height > cap:
+                    raise OverLimit(
+                        f"page {number} holds a {image.width:,} x {image.height:,} pixel image"
+                        f" ({image.width * image.height / 1e6:,.0f} megapixels), over the"
+                        f" {cap / 1e6:,.0f} megapixel cap (IMPORTER_MAX_PAGE_MEGAPIXELS)"
+                    )
+            self.page_dpi[number] = self._render_dpi(
+                probe.boxes.get(number), images.get(number, [])
+            )
 
-    def _check_image_sizes(
-        self, page_count: int, pages: list[int], boxes: Mapping[int, pdf.PageBox]
-    ) -> None:
-        """Images are decoded in full when a page renders: refuse bombs before that."""
-        cap = self.limits.max_page_pixels
+    def _images(self, first: int, last: int) -> dict[int, list[pdf.PageImage]]:
+        """The images on pages `first`..`last`, by page, as pdfimages declares them."""
         deadline = self._step_deadline()
         try:
-            sizes = pdf.image_sizes(
-                self.path, pages=page_count, timeout=deadline - time.monotonic()
+            return pdf.image_sizes(
+                self.path, first=first, last=last, timeout=deadline - time.monotonic()
             )
         except ToolTimeout as e:
             raise self._timeout("pdfimages timed out listing the images", deadline) from e
@@ -195,21 +261,13 @@ class _Reader:
             raise ChildCrashed(f"pdfimages {e.detail} listing the images") from e
         except ToolError as e:
             raise CorruptPdf(f"corrupt PDF: its images cannot be listed: {e.detail}") from e
-        for number in pages:
-            for image in sizes.get(number, []):
-                if image.width * image.height > cap:
-                    raise OverLimit(
-                        f"page {number} holds a {image.width:,} x {image.height:,} pixel image"
-                        f" ({image.width * image.height / 1e6:,.0f} megapixels), over the"
-                        f" {cap / 1e6:,.0f} megapixel cap (IMPORTER_MAX_PAGE_MEGAPIXELS)"
-                    )
-            self.page_dpi[number] = self._render_dpi(boxes.get(number), sizes.get(number, []))
 
     def _render_dpi(self, box: pdf.PageBox | None, images: list[pdf.PageImage]) -> int:
         """A scanned page renders at its scan's own resolution (never above the configured
         dpi, never below MIN_RENDER_DPI): more pixels than the scanner took add no detail,
         only Tesseract time. Pages that are not one full-page scan get the configured dpi."""
         dpi = self.limits.dpi
+        images = [image for image in images if not image.mask]
         if box is None or len(images) != 1 or images[0].ppi <= 0:
             return dpi
         image = images[0]
