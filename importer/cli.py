@@ -16,7 +16,7 @@ from rich.table import Table
 
 from importer.config import Settings, load_settings
 from importer.errors import ExitCode, ImporterError
-from importer.states import NotifyMode, Priority
+from importer.states import NotifyMode, Priority, TextLayerMode
 
 app = typer.Typer(
     help=(
@@ -44,6 +44,17 @@ Notify = Annotated[
     NotifyMode, typer.Option("--notify", help="One e-mail per batch, per document, or none.")
 ]
 Force = Annotated[bool, typer.Option("--force", help="Import again files already imported.")]
+TextLayer = Annotated[
+    TextLayerMode | None,
+    typer.Option(
+        "--text-layer",
+        help="auto: keep each page's real text layer, OCR pages without one (a scan, a page"
+        " whose fonts map to no characters, a scan with a stamped line); ocr: OCR every page,"
+        " to redo a bad earlier OCR; keep: never OCR a page that has any text."
+        " Default: IMPORTER_TEXT_LAYER, else auto.",
+        show_default=False,
+    ),
+]
 
 
 def _settings() -> Settings:
@@ -83,6 +94,7 @@ def submit(
     priority: Annotated[Priority, typer.Option("--priority")] = Priority.normal,
     lang: Lang = "eng",
     notify: Notify = NotifyMode.batch,
+    text_layer: TextLayer = None,
     force: Force = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be submitted.")
@@ -104,6 +116,7 @@ def submit(
         priority=priority,
         lang=lang,
         notify=notify,
+        text_layer=text_layer,
         force=force,
         dry_run=dry_run,
         as_json=as_json,
@@ -158,6 +171,7 @@ def run(
     ] = os.cpu_count() or 1,
     lang: Lang = "eng",
     notify: Notify = NotifyMode.batch,
+    text_layer: TextLayer = None,
     force: Force = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final status as JSON.")
@@ -174,6 +188,7 @@ def run(
             workers=workers,
             lang=lang,
             notify=notify,
+            text_layer=text_layer,
             force=force,
             as_json=as_json,
             out=out,

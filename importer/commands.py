@@ -15,7 +15,7 @@ from importer.errors import BadInput, ExitCode, GearmanUnavailable
 from importer.gearman_io import GearmanIO
 from importer.notify import validate_address
 from importer.requeue import requeue_stale, retry_batch
-from importer.states import NotifyMode, Priority
+from importer.states import NotifyMode, Priority, TextLayerMode
 from importer.status import documents, overview
 from importer.submit import SubmitOptions, SubmitResult, resolve_args, submit
 
@@ -55,6 +55,7 @@ def do_submit(
     as_json: bool,
     out: Console,
     err: Console,
+    text_layer: TextLayerMode | None = None,
 ) -> int:
     opts = SubmitOptions(
         email=validate_address(email),
@@ -64,6 +65,7 @@ def do_submit(
         priority=priority,
         lang=check_lang(lang),
         notify=notify,
+        text_layer=text_layer or settings.text_layer,
         force=force,
         dry_run=dry_run,
     )

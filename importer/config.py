@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from importer.errors import ConfigError
+from importer.states import TextLayerMode
 
 ENV_PREFIX = "IMPORTER_"
 
@@ -49,6 +50,7 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=300, gt=0)
     gearmand_job_retries: int = Field(default=3, gt=0)
     ocr_dpi: int = Field(default=300, ge=72, le=600)
+    text_layer: TextLayerMode = TextLayerMode.auto  # the default of submit/run --text-layer
 
     @field_validator("gearman_servers")
     @classmethod

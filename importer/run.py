@@ -21,7 +21,7 @@ from importer.gearman_io import GearmanIO
 from importer.gearmand import GearmandProcess, free_port
 from importer.notify import validate_address
 from importer.outbox import deliver_pending
-from importer.states import NotifyMode
+from importer.states import NotifyMode, TextLayerMode
 from importer.status import documents, overview, unfinished
 from importer.submit import SubmitOptions
 from workers.supervisor import Supervisor, WorkerOptions
@@ -96,9 +96,14 @@ def run_all(
     as_json: bool,
     out: Console,
     err: Console,
+    text_layer: TextLayerMode | None = None,
 ) -> int:
     opts = SubmitOptions(
-        email=validate_address(email), lang=check_lang(lang), notify=notify, force=force
+        email=validate_address(email),
+        lang=check_lang(lang),
+        notify=notify,
+        force=force,
+        text_layer=text_layer or settings.text_layer,
     )
     for raw in paths:
         if not Path(raw).exists():

@@ -29,6 +29,14 @@ class PageSource(StrEnum):
     text_layer = "text-layer"
 
 
+class TextLayerMode(StrEnum):
+    """Which pages of a batch are read from the PDF's own text layer, and which are OCRed."""
+
+    auto = "auto"  # keep real text; OCR pages without it (empty, unmappable, a scan's stamp)
+    ocr = "ocr"  # OCR every page (to redo a bad earlier OCR)
+    keep = "keep"  # never OCR a page that has any text
+
+
 class Priority(StrEnum):
     high = "high"
     normal = "normal"

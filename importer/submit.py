@@ -26,7 +26,7 @@ from importer.db.models import Batch, Document, utcnow
 from importer.errors import BadInput, GearmanUnavailable
 from importer.gearman_io import GearmanIO
 from importer.requeue import send
-from importer.states import DocStatus, NotifyMode, Priority
+from importer.states import DocStatus, NotifyMode, Priority, TextLayerMode
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class SubmitOptions:
     priority: Priority = Priority.normal
     lang: str = "eng"
     notify: NotifyMode = NotifyMode.batch
+    text_layer: TextLayerMode = TextLayerMode.auto
     force: bool = False
     dry_run: bool = False
 
@@ -248,6 +249,7 @@ def _create_batch(db: Database, batch_id: str, opts: SubmitOptions) -> None:
                 notify=opts.notify,
                 lang=opts.lang,
                 priority=opts.priority,
+                text_layer=opts.text_layer,
             )
         )
 

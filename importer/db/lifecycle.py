@@ -17,7 +17,14 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from importer.db.engine import Database
 from importer.db.models import Batch, Document, Outbox, Page, RejectedJob, utcnow
 from importer.db.retry import waits_for_database
-from importer.states import FINISHED, UNFINISHED, DocStatus, NotifyMode, PageSource
+from importer.states import (
+    FINISHED,
+    UNFINISHED,
+    DocStatus,
+    NotifyMode,
+    PageSource,
+    TextLayerMode,
+)
 
 
 class ClaimRefusal(StrEnum):
@@ -41,6 +48,7 @@ class Claimed:
     lang: str
     attempts: int
     done_pages: frozenset[int]
+    text_layer: TextLayerMode = TextLayerMode.auto
 
 
 @dataclass(frozen=True)
@@ -67,14 +75,14 @@ def claim(
     now = now or utcnow()
     with db.session(immediate=True) as s:
         row = s.execute(
-            select(Document, Batch.email, Batch.lang)
+            select(Document, Batch.email, Batch.lang, Batch.text_layer)
             .join(Batch)
             .where(Document.job_id == job_id)
             .with_for_update(of=Document)
         ).first()
         if row is None:
             return ClaimRefusal.unknown
-        doc, batch_email, lang = row
+        doc, batch_email, lang, text_layer = row
         if doc.path != path or batch_email != email:
             return ClaimRefusal.mismatch
         if doc.status in FINISHED:
@@ -84,7 +92,9 @@ def claim(
         )
         if doc.status == DocStatus.running and doc.lease_owner == owner:
             # our own claim, committed before a dropped connection hid the answer
-            return Claimed(doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages)
+            return Claimed(
+                doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages, text_layer
+            )
         if doc.status == DocStatus.running and doc.lease_expires_at and doc.lease_expires_at > now:
             return ClaimRefusal.leased
         if doc.next_attempt_at and doc.next_attempt_at > now:
@@ -96,7 +106,7 @@ def claim(
         doc.error = None
         doc.next_attempt_at = None
         doc.started_at = doc.started_at or now
-        return Claimed(doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages)
+        return Claimed(doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages, text_layer)
 
 
 def _owned(doc_id: int, owner: str):  # type: ignore[no-untyped-def]

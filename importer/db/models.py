@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from importer.states import DocStatus, NotifyMode, PageSource, Priority
+from importer.states import DocStatus, NotifyMode, PageSource, Priority, TextLayerMode
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -59,6 +59,9 @@ class Batch(Base):
     notify: Mapped[NotifyMode] = mapped_column(_enum(NotifyMode), default=NotifyMode.batch)
     lang: Mapped[str] = mapped_column(String(64), default="eng")
     priority: Mapped[Priority] = mapped_column(_enum(Priority), default=Priority.normal)
+    text_layer: Mapped[TextLayerMode] = mapped_column(
+        _enum(TextLayerMode), default=TextLayerMode.auto, server_default=TextLayerMode.auto.value
+    )
     total: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
