@@ -17,6 +17,7 @@ RUN apt-get update \
         gearman-job-server \
         tesseract-ocr \
         tesseract-ocr-eng \
+        tesseract-ocr-osd \
         poppler-utils \
         stunnel4 \
     && rm -rf /var/lib/apt/lists/*

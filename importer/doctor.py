@@ -48,13 +48,13 @@ def check_tools(lang: str) -> list[Check]:
     else:
         version = _tool(["tesseract", "--version"]).splitlines()[0]
         installed = set(_tool(["tesseract", "--list-langs"]).splitlines()[1:])
-        missing = [x for x in lang.split("+") if x not in installed]
+        missing = [x for x in [*lang.split("+"), "osd"] if x not in installed]
         checks.append(Check("tesseract", OK, version))
         checks.append(
             Check(
                 "languages",
                 FAIL if missing else OK,
-                f"missing {', '.join(missing)}" if missing else f"{lang} installed",
+                f"missing {', '.join(missing)}" if missing else f"{lang} and osd installed",
                 " ".join(f"apt-get install tesseract-ocr-{m}" for m in missing),
             )
         )

@@ -397,6 +397,17 @@ def test_missing_language_is_named(tmp_path: Path) -> None:
         list(process_document(SAMPLES / "scanned_memo.pdf", lang="eng --user-words /etc/passwd"))
 
 
+def test_missing_orientation_data_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without osd, Tesseract's --psm 1 reads turned pages as garbage and says nothing."""
+    tessdata = tmp_path / "tessdata"
+    tessdata.mkdir()
+    installed = next(Path("/usr/share/tesseract-ocr").glob("*/tessdata/eng.traineddata"))
+    (tessdata / "eng.traineddata").symlink_to(installed)
+    monkeypatch.setenv("TESSDATA_PREFIX", str(tessdata))
+    with pytest.raises(LanguageUnavailable, match="osd .*apt-get install tesseract-ocr-osd"):
+        list(iter_pages(SAMPLES / "scanned_memo.pdf"))
+
+
 # Isolation: timeouts, crashes, clean-up ------------------------------------------------
 
 

@@ -26,6 +26,7 @@ from typing import ParamSpec, TypeVar
 from workers.pdf import ToolError, ToolKilled, ToolTimeout, run_tool
 
 PAGE_SEGMENTATION = 1  # automatic layout with orientation and script detection
+ORIENTATION_DATA = "osd"  # the traineddata --psm 1 needs (Debian: tesseract-ocr-osd)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -61,12 +62,14 @@ def languages(lang: str) -> list[str]:
 
 
 def missing_languages(lang: str, *, timeout: float) -> list[str]:
-    """The languages in `lang` that Tesseract has no data for."""
+    """The languages in `lang`, and `osd` (which finds a turned page's orientation), that
+    Tesseract has no data for. Without `osd` Tesseract still runs, silently reading a
+    turned page as garbage: so it is required like a language."""
     tesseract = _pytesseract().pytesseract.tesseract_cmd
     out = run_tool([tesseract, "--list-langs"], timeout=timeout)
     listing = (out.stdout or out.stderr).decode("utf-8", "replace").splitlines()
     installed = {line.strip() for line in listing[1:]}  # after "List of available ..."
-    return [name for name in languages(lang) if name not in installed]
+    return [name for name in [*languages(lang), ORIENTATION_DATA] if name not in installed]
 
 
 def limit_threads() -> None:
