@@ -135,6 +135,58 @@ def test_forged_jobs_open_nothing_and_are_counted(
     assert not opened(ino)
 
 
+def test_forgeries_of_a_real_queued_job_are_refused_by_the_signature_checks(
+    env: dict[str, str], layout: dict[str, Path]
+) -> None:
+    """Forged jobs that name a real queued document, its path and its e-mail: only the
+    payload's own checks can refuse them, and each is refused for its own reason."""
+    from sqlalchemy import select
+
+    from importer.db.engine import open_database
+    from importer.db.models import RejectedJob
+
+    settings = settings_from(env)
+    ring = settings.keyring()
+    submitted = json.loads(
+        importer(
+            "submit",
+            str(layout["root"] / "legit.pdf"),
+            "--email",
+            "ops@example.com",
+            "--json",
+            env=env,
+            check=True,
+        ).stdout
+    )
+    doc = status(env, submitted["batch_id"])["documents"][0]
+    job = (doc["job_id"], doc["path"], "ops@example.com")
+    now = time.time()
+    changed = json.loads(payload.encode(*job, keyring=ring))
+    changed["email"] = "thief@example.com"
+    forged = {
+        "f-badsig": payload.encode(*job, keyring=[(ring[0][0], b"not-the-real-secret-at-all")]),
+        "f-unknownkid": payload.encode(*job, keyring=[("k9", b"x" * 32)]),
+        "f-expired": payload.encode(*job, keyring=ring, now=now - TTL - 60),
+        "f-future": payload.encode(*job, keyring=ring, now=now + 3600),
+        "f-changed": json.dumps(changed).encode(),
+    }
+    # Each goes under a unique of its own, so gearmand does not merge it with the real job.
+    rogue_submit(env, list(forged.items()))
+    importer("worker", "--burst", env=env, check=True)
+
+    with open_database(settings.resolved_database_url).session() as s:
+        reasons = dict(s.execute(select(RejectedJob.unique, RejectedJob.reason)).tuples().all())
+    assert set(reasons) == set(forged)
+    assert "signature does not match" in reasons["f-badsig"]
+    assert "unknown key id 'k9'" in reasons["f-unknownkid"]
+    assert "expired" in reasons["f-expired"]
+    assert "issued in the future" in reasons["f-future"]
+    assert "signature does not match" in reasons["f-changed"]
+    # the real job, delivered alongside, was read once and is done
+    assert status(env, submitted["batch_id"])["documents"][0]["status"] == "done"
+    assert status(env)["rejected_jobs"] == len(forged)
+
+
 def test_symlink_escape_is_refused_by_submitter_and_worker(
     env: dict[str, str], layout: dict[str, Path]
 ) -> None:
