@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from importer.config import Settings, load_settings
 from importer.errors import ExitCode, ImporterError
@@ -34,8 +34,9 @@ certs_app = typer.Typer(help="Certificates for mutual TLS between gearmand and i
 app.add_typer(certs_app, name="certs")
 
 # Piped output gets room for its tables instead of 80 squeezed columns.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, soft_wrap=True)
+# File names, reasons and snippets come from outside: nothing printed is read as markup.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 
 Paths = Annotated[list[str], typer.Argument(help="Files or directories of PDFs.")]
 Email = Annotated[str, typer.Option("--email", help="Who gets the summary e-mail.")]
@@ -366,7 +367,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except ImporterError as e:
-        err.print(f"[bold red]error:[/] {escape(e.message)}", highlight=False, soft_wrap=True)
+        err.print(Text.assemble(("error:", "bold red"), " ", e.message), highlight=False)
         sys.exit(int(e.exit_code))
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -8,6 +8,7 @@ from rich import box
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from importer.config import Settings
 from importer.db.engine import open_database
@@ -136,10 +137,13 @@ def print_submit_result(
         )
         return
     out.print(
-        f"batch [bold]{result.batch_id}[/]: {result.submitted} documents queued, "
-        f"{result.skipped} skipped (already imported), {result.not_pdf} not PDFs (recorded as "
-        f"failed), {result.ignored} other files ignored\n"
-        f"follow it with: importer status {result.batch_id or ''}"
+        Text.assemble(
+            "batch ",
+            (result.batch_id or "", "bold"),
+            f": {result.submitted} documents queued, {result.skipped} skipped (already"
+            f" imported), {result.not_pdf} not PDFs (recorded as failed), {result.ignored}"
+            f" other files ignored\nfollow it with: importer status {result.batch_id or ''}",
+        )
     )
 
 
@@ -193,7 +197,9 @@ def show_status(
             )
         out.print(docs)
     if data["rejected_jobs"]:
-        out.print(f"[yellow]{data['rejected_jobs']} forged or invalid jobs rejected by workers[/]")
+        out.print(
+            f"{data['rejected_jobs']} forged or invalid jobs rejected by workers", style="yellow"
+        )
     return finished
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from importer.config import Settings
 from importer.db.engine import open_database
@@ -257,7 +258,7 @@ def run_doctor(settings: Settings, *, lang: str, as_json: bool, out: Console) ->
         table = Table("check", "state", "detail", "fix", title="importer doctor")
         colour = {OK: "green", WARN: "yellow", FAIL: "red", EXPOSED: "bold red"}
         for c in checks:
-            table.add_row(c.name, f"[{colour[c.state]}]{c.state}[/]", c.detail, c.fix)
+            table.add_row(c.name, Text(c.state, style=colour[c.state]), c.detail, c.fix)
         out.print(table)
     bad = {c.state for c in checks} & {FAIL, EXPOSED}
     return 1 if bad else 0

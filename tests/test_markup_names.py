@@ -1,0 +1,42 @@
+"""File names full of markup are shown as they are: never read as Rich markup or HTML."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from tests.conftest import SAMPLES, importer
+
+NAMES = ("[bold]y.pdf", "<b>z&amp;.pdf")
+
+
+def test_names_full_of_markup_print_as_they_are(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    (inbox / "[").mkdir(parents=True)
+    shutil.copy(SAMPLES / "born_digital.pdf", inbox / "[" / "]x.pdf")  # inbox/[/]x.pdf
+    for number, name in enumerate(NAMES):  # broken, so named in the summary as failed
+        (inbox / name).write_bytes((SAMPLES / "broken.pdf").read_bytes() + bytes([number]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
+    env["IMPORTER_DATA_DIR"] = str(tmp_path / "data")
+
+    run = importer("run", str(inbox), "--email", "ops@example.com", "--workers", "1", env=env)
+    assert run.returncode == 1, run.stderr  # the broken copies failed; nothing crashed
+    assert "Traceback" not in run.stderr
+    for name in NAMES:
+        assert f"{inbox / name}: corrupt PDF" in run.stdout, run.stdout
+
+    batch = json.loads(importer("status", "--json", env=env, check=True).stdout)["batches"][0]
+    shown = importer("status", batch["id"], env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "[bold]y.pdf" in shown.stdout and "<b>z&amp;.pdf" in shown.stdout
+    assert str(inbox / "[" / "]x.pdf") in shown.stdout.replace("\n", "")
+
+    found = importer("search", "Library", env=env)
+    assert found.returncode == 0, found.stderr
+    assert "]x.pdf" in found.stdout
+
+    missing = importer("submit", str(inbox / "[red]gone.pdf"), "--email", "a@b.example", env=env)
+    assert missing.returncode == 2
+    assert "[red]gone.pdf: no such file" in missing.stderr
