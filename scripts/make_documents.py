@@ -1,17 +1,12 @@
 """Documents like users have, each with the text a perfect reader would get from every page.
 
-`make_samples.py` makes plain letters and memos. Real collections also hold pages whose
-text layer is mostly dots, digits or symbols (contents, indexes, tables, formulas), scans
-with a line of born-digital text stamped on them, scans under an earlier OCR's invisible
-text, blank pages and long manuals. This module builds those, deterministically, on
-make_samples' typesetting, rendering and roughening, for the tests and the benchmark:
-
-    >>> built = manual(pages=12)
-    >>> built.write(Path("manual.pdf"))   # manual.pdf and manual.txt (pages split by \\f)
-
-Born-digital pages' expected text is exactly what was drawn, one drawn row per line, in
-reading order (a two-column page: the left column, then the right one). Formula symbols
-are drawn in DejaVu Sans (fonts-dejavu-core); without it, in the standard Symbol font.
+Contents, indexes, tables and formulas (text layers of mostly dots, digits or symbols),
+scans with one stamped born-digital line, scans under an earlier OCR's invisible text,
+blank pages, long manuals and mixed documents: built deterministically on make_samples'
+typesetting, rendering and roughening. `manual(pages=12).write(Path("m.pdf"))` writes
+m.pdf and m.txt (each page's expected text, pages split by a form feed). A born-digital
+page's expected text is what was drawn, a drawn row a line, in reading order (two
+columns: left, then right). Formula symbols use DejaVu Sans, else the Symbol font.
 """
 
 from __future__ import annotations
@@ -29,6 +24,7 @@ from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
 
+PAGE = (ms.PAGE_W, ms.PAGE_H)
 LEFT, RIGHT = ms.MARGIN, ms.PAGE_W - ms.MARGIN
 TOP, BOTTOM = ms.PAGE_H - ms.MARGIN, ms.MARGIN
 BODY, BOLD, SIZE, LEADING = ms.SANS.body, ms.SANS.bold, ms.SANS.size, ms.SANS.leading
@@ -106,9 +102,7 @@ def _draw(pdf: canvas.Canvas, y: float, run: Run, mode: int) -> None:
         x += pdfmetrics.stringWidth(char, font, run.size)
 
 
-def _typeset(
-    rows: list[Row], size: tuple[float, float] = (ms.PAGE_W, ms.PAGE_H), mode: int = 0
-) -> bytes:
+def _typeset(rows: list[Row], size: tuple[float, float] = PAGE, mode: int = 0) -> bytes:
     """A one-page PDF of the rows (none: a blank page); mode 3 draws invisible text."""
     buffer = io.BytesIO()
     pdf = canvas.Canvas(buffer, pagesize=size, invariant=1, pageCompression=1)
@@ -128,18 +122,13 @@ def _born(sheets: list[Sheet]) -> Built:
 
 def concat(*parts: Built) -> Built:
     writer = PdfWriter()
-    for part in parts:
-        for page in PdfReader(io.BytesIO(part.pdf)).pages:
-            writer.add_page(page)
+    for page in [page for part in parts for page in PdfReader(io.BytesIO(part.pdf)).pages]:
+        writer.add_page(page)
     writer.add_metadata({"/Producer": "importer make_documents"})
     buffer = io.BytesIO()
     writer.write(buffer)
-    return Built(
-        buffer.getvalue(),
-        tuple(text for part in parts for text in part.pages),
-        tuple(kind for part in parts for kind in part.kinds),
-        tuple(turn for part in parts for turn in part.rotations),
-    )
+    pages, kinds = sum((p.pages for p in parts), ()), sum((p.kinds for p in parts), ())
+    return Built(buffer.getvalue(), pages, kinds, sum((p.rotations for p in parts), ()))
 
 
 # Born-digital pages ---------------------------------------------------------------------
@@ -153,11 +142,8 @@ def _leader(sheet: Sheet, indent: float, label: str, page: int, font: str, dots:
     count = max(3, int(room // width(dots, font, SIZE)))
     leader = (dots * count).strip()
     start += (room - width(leader, font, SIZE)) / 2  # gaps too narrow for pdftotext's columns
-    sheet.add(
-        Run(LEFT + indent, label, font),
-        Run(start, leader, font),
-        Run(RIGHT, str(page), font, right=True),
-    )
+    number = Run(RIGHT, str(page), font, right=True)
+    sheet.add(Run(LEFT + indent, label, font), Run(start, leader, font), number)
 
 
 def _listing(title: str, entries: list[tuple[int, str, int]], dots: str) -> list[Sheet]:
@@ -265,11 +251,8 @@ def table_page(seed: int = 0) -> Built:
 
 def _formulas(sheet: Sheet, rng: random.Random, chapter: int, count: int) -> None:
     for number, formula in enumerate(rng.sample(FORMULAS, count), 1):
-        sheet.add(
-            Run(LEFT + 36, formula, MATH, 12),
-            Run(RIGHT, f"({chapter}.{number})", right=True),
-            leading=22,
-        )
+        label = Run(RIGHT, f"({chapter}.{number})", right=True)
+        sheet.add(Run(LEFT + 36, formula, MATH, 12), label, leading=22)
         if rng.random() < 0.3:
             sheet.add(Run(LEFT + 36, rng.choice(WHERE), MATH, 11), leading=22)
 
@@ -392,25 +375,16 @@ def manual(pages: int = 36, seed: int = 0) -> Built:
     title.add(Run(LEFT, "ScanStation 4000", BOLD, 28), leading=40)
     title.add(Run(LEFT, "User Manual, Edition 3", BODY, 16), leading=300)
     title.add(Run(LEFT, f"Document SS4-UM-{seed:04d}, printed 2024", BODY, 10))
-    sheets = [
-        title,
-        *_listing("Contents", entries, ". "),
-        *_listing("List of Figures", captions, "."),
-    ]
+    sheets = [title, *_listing("Contents", entries, ". ")]
+    sheets += _listing("List of Figures", captions, ".")
     sheets += [_body(rng, first + i, chapters[i], blocks) for i, blocks in enumerate(plan)]
     return _born(sheets + _index(rng, pages, pages - len(sheets)))
 
 
 def mixed_document(seed: int = 0) -> Built:
     """Born-digital pages, a scan turned 180 degrees, a blank page, a scan turned 90 degrees."""
-    return concat(
-        manual(pages=6, seed=seed),
-        scan_document(1, (180,), seed),
-        table_page(seed),
-        blank_page(),
-        scan_document(1, (90,), seed + 1),
-        formula_page(seed),
-    )
+    parts = (manual(6, seed), scan_document(1, (180,), seed), table_page(seed), blank_page())
+    return concat(*parts, scan_document(1, (90,), seed + 1), formula_page(seed))
 
 
 # The words ------------------------------------------------------------------------------
@@ -428,23 +402,20 @@ def _words(text: str) -> list[str]:
     return text.replace("\n", "").split("|")
 
 
-TOPICS = _words("""Getting started|Installing the software|System requirements|Configuring the
- scanner|Paper sizes and trays|Network settings|User accounts|Access control|Backups and restores
-|Scheduling jobs|Reading the logs|Error codes|Maintenance|Replacing the rollers|Cleaning the glass
-|Firmware updates|Power management|Troubleshooting|Frequently asked questions|Safety notices
-|Technical data|Colour calibration|Batch separation|Barcode recognition|Output formats|File naming
-|E-mail delivery|Storage quotas|Duplex scanning|Image quality""")
+TOPICS = _words("""Getting started|Installing the software|Configuring the scanner|Paper trays
+|Network settings|User accounts|Access control|Backups and restores|Scheduling jobs|Error codes
+|Replacing the rollers|Cleaning the glass|Firmware updates|Power management|Troubleshooting
+|Safety notices|Technical data|Colour calibration|Barcode recognition|Output formats""")
 TERMS = _words("""asn1|base64|batch size|barcode|cache|checksum|CCITT G4|daemon|dpi|duplex
 |encryption|feeder|firmware|Gearman|glass|gray level|hash|HMAC|image|JPEG|JBIG2|kernel|key id
 |latency|lease|logs|MediaBox|memory|network|OCR|orientation|paper jam|port 4730|queue|quota
 |resolution|rollers|scanner|skew|TLS|timeout|tray|Unicode|user|worker|XML|zone""")
 SUBENTRIES = _words("defaults|errors|limits|on Linux|settings|see also queue|tuning")
-CAPTIONS = _words("""Front panel and status lights|Loading the paper tray|Network ports by
- service|Scan times by resolution|Error codes and their causes|Power use in each mode|Default
- settings|Supported paper sizes|Quarterly revenue by region|Returns by product line""")
+CAPTIONS = _words("""Front panel and status lights|Loading the paper tray|Scan times by dpi
+|Error codes and their causes|Power use in each mode|Supported paper sizes|Returns by line""")
 FORMULAS = _words("""E = m × c²|S = Σ x(i) for 1 ≤ i ≤ n|∫ f(x) dx = F(b) − F(a)|α + β ≤ π
-|σ² = Σ (x − μ)² / (n − 1)|P(A ∪ B) = P(A) + P(B) − P(A ∩ B)|Δt ≈ 0.35 × (1 + α)|y ≤ ε for all n ≥ N
+|σ² = Σ (x − μ)² / (n − 1)|P(A ∪ B) = P(A) + P(B) − P(A ∩ B)|Δt ≈ 0.35 × (1 + α)|y ≤ ε for n ≥ N
 |f(x) = a + b·x + c·x²|θ = arctan(y / x) ± 2π|∇ · E = ρ / ε|λ = c / ν = 299,792,458 / ν
-|R = 1 / (1/R1 + 1/R2)|∑ p(k) = 1, 0 ≤ p(k) ≤ 1|β = 0.95 ⇒ 1 − β = 0.05|∞ > Σ 1 / k² = π² / 6
-|dy/dx = −k × y, y(0) = 1|√(a² + b²) ≥ max(a, b)|x ∈ [0, 1] ⊂ [−1, 1]|μ = (1/n) Σ x(i)""")
+|∑ p(k) = 1, 0 ≤ p(k) ≤ 1|β = 0.95 ⇒ 1 − β = 0.05|∞ > Σ 1 / k² = π² / 6|√(a² + b²) ≥ max(a, b)
+|dy/dx = −k × y, y(0) = 1|x ∈ [0, 1] ⊂ [−1, 1]|μ = (1/n) Σ x(i)|R = 1 / (1/R1 + 1/R2)""")
 WHERE = _words("where α is the rate and β the loss|for every ε > 0|with σ ≥ 0 and n ≥ 2")
