@@ -32,6 +32,8 @@ app = typer.Typer(
 )
 certs_app = typer.Typer(help="Certificates for mutual TLS between gearmand and its clients.")
 app.add_typer(certs_app, name="certs")
+keys_app = typer.Typer(help="Signing keys for job payloads (IMPORTER_SECRET_KEYS).")
+app.add_typer(keys_app, name="keys")
 
 # Piped output gets room for its tables instead of 80 squeezed columns.
 # File names, reasons and snippets come from outside: nothing printed is read as markup.
@@ -357,13 +359,33 @@ def certs_client(directory: Path, name: str) -> None:
     out.print(f"client certificate {pem}, key {key}")
 
 
-def _check_database(settings: Settings) -> None:
-    from importer.db.engine import open_database
+@keys_app.command("new")
+def keys_new() -> None:
+    """Print a new random kid:secret. Give the same IMPORTER_SECRET_KEYS to every host;
+    to rotate, put the new key first (knew:…,kold:…) everywhere, then drop the old one
+    once no job signed with it is queued."""
+    from importer.keyring import new_key
 
-    open_database(settings.resolved_database_url).engine.dispose()
+    out.print(new_key(), highlight=False)
+
+
+def _check_database(settings: Settings) -> None:
+    """The database is reachable and current, and this host holds the fleet's keys."""
+    from importer.db.engine import open_database
+    from importer.keyring import check_fleet_keys
+
+    db = open_database(settings.resolved_database_url)
+    try:
+        for warning in check_fleet_keys(db, settings.keyring()):
+            err.print(f"warning: {warning}", style="yellow")
+    finally:
+        db.engine.dispose()
 
 
 def main() -> None:
+    # The data dir holds every page's text, signed payloads and keys: whatever the
+    # importer (and the gearmand it starts) creates is for its own user only.
+    os.umask(0o077)
     try:
         code = app(standalone_mode=False)
     except ImporterError as e:

@@ -14,6 +14,7 @@ from importer.config import Settings
 from importer.db.engine import open_database
 from importer.errors import BadInput, ExitCode, GearmanUnavailable
 from importer.gearman_io import GearmanIO
+from importer.keyring import check_fleet_keys
 from importer.notify import validate_address
 from importer.requeue import requeue_stale, retry_batch
 from importer.states import NotifyMode, Priority, TextLayerMode
@@ -72,6 +73,8 @@ def do_submit(
     )
     resolve_args(paths, settings.roots)
     db = open_database(settings.resolved_database_url)
+    for warning in check_fleet_keys(db, settings.keyring()):
+        err.print(f"warning: {warning}", style="yellow")
     gio = None
     if not dry_run:
         gio = GearmanIO.from_settings(settings)

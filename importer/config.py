@@ -19,6 +19,7 @@ from importer.errors import ConfigError
 from importer.states import TextLayerMode
 
 ENV_PREFIX = "IMPORTER_"
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -68,8 +69,11 @@ class Settings(BaseSettings):
     def _keys_parse(cls, value: str) -> str:
         for item in _split(value, ","):
             kid, sep, secret = item.partition(":")
-            if not sep or not kid or len(secret) < 16:
-                raise ValueError("each key is kid:secret with a secret of 16 characters or more")
+            if not sep or not kid or len(secret.encode()) < MIN_SECRET_BYTES:
+                raise ValueError(
+                    f"each key is kid:secret with a secret of {MIN_SECRET_BYTES} bytes or more"
+                    " (make one with: importer keys new)"
+                )
         return value
 
     # Derived values -----------------------------------------------------------------
@@ -107,8 +111,27 @@ class Settings(BaseSettings):
     def roots(self) -> list[Path]:
         return [Path(p).resolve() for p in _split(self.allowed_roots, ":")]
 
+    @property
+    def everything_local(self) -> bool:
+        """SQLite in the data dir and gearmand on loopback: no other host takes part."""
+        from importer.gearmand import is_loopback
+
+        url = self.resolved_database_url
+        if not url.startswith("sqlite:///"):
+            return False
+        database = Path(url.removeprefix("sqlite:///")).resolve()
+        in_data_dir = database.is_relative_to(self.data_dir.resolve())
+        return in_data_dir and all(is_loopback(host) for host, _ in self.servers)
+
     def keyring(self) -> list[tuple[str, bytes]]:
-        """Signing keys, newest first; generated into the data dir on first use."""
+        """Signing keys, newest first. Generated into the data dir only when everything is
+        local; a host that shares the database or gearmand must be given the fleet's."""
+        if not self.secret_keys and not self.everything_local:
+            raise ConfigError(
+                "IMPORTER_SECRET_KEYS is required when the database or gearmand is shared"
+                " with other hosts: make a key once with `importer keys new` and give the same"
+                " value to every host"
+            )
         text = self.secret_keys or _generated_keys(self.data_dir)
         ring = []
         for item in _split(text, ","):
@@ -121,13 +144,18 @@ def _split(value: str, sep: str) -> list[str]:
     return [part.strip() for part in value.split(sep) if part.strip()]
 
 
+def make_private_dir(path: Path) -> None:
+    """Create a directory only its owner can enter (the data dir holds text and keys)."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
 def _generated_keys(data_dir: Path) -> str:
     path = data_dir / "secret_keys"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(data_dir)
         line = f"k1:{secrets.token_urlsafe(32)}"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(line + "\n")
         with contextlib.suppress(FileExistsError):

@@ -98,6 +98,11 @@ def decode(
     return payload
 
 
+def fingerprint(secret: bytes) -> str:
+    """A key's public fingerprint: an HMAC of a fixed label, from which no secret follows."""
+    return _mac(secret, b"importer signing key fingerprint")[:16]
+
+
 def worker_id(owner: str, keyring: Keyring) -> str:
     """The client id our workers give gearmand: `owner~mac`, so `doctor` can tell ours apart.
 

@@ -41,7 +41,8 @@ def overview(db: Database, batch_id: str | None = None, limit: int = 50) -> dict
     query = query.where(Batch.id == batch_id) if batch_id else query.limit(limit)
     with db.session() as s:
         rows = s.execute(query).all()
-        rejected = s.scalar(select(func.count()).select_from(RejectedJob)) or 0
+        counts = s.execute(select(RejectedJob.kind, func.count()).group_by(RejectedJob.kind))
+        refused = {kind: count for kind, count in counts}
     if batch_id and not rows:
         raise BadInput(f"no batch {batch_id!r}: `importer status` lists the batches")
     batches = []
@@ -61,7 +62,11 @@ def overview(db: Database, batch_id: str | None = None, limit: int = 50) -> dict
                 "finished_at": _iso(batch.finished_at),
             }
         )
-    return {"batches": batches, "rejected_jobs": rejected}
+    return {
+        "batches": batches,
+        "rejected_jobs": refused.get("rejected", 0),
+        "replayed_jobs": refused.get("replayed", 0),
+    }
 
 
 def documents(db: Database, batch_id: str, gio: GearmanIO | None) -> list[dict[str, Any]]:

@@ -72,7 +72,7 @@ def test_config_file_keys(env: dict[str, str], tmp_path: Path) -> None:
     env.pop("IMPORTER_DATA_DIR")
     env["IMPORTER_CONFIG"] = str(config)
     proc = importer("status", "--json", env=env, check=True)
-    assert json.loads(proc.stdout) == {"batches": [], "rejected_jobs": 0}
+    assert json.loads(proc.stdout) == {"batches": [], "rejected_jobs": 0, "replayed_jobs": 0}
     assert (tmp_path / "cfgdata" / "importer.db").exists()
     config.write_text('gearman_server = "x"\n')
     proc = importer("status", env=env)

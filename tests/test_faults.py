@@ -39,7 +39,7 @@ from sqlalchemy import select, update
 from importer.config import Settings
 from importer.db import Document, Page, open_database
 from importer.db.engine import Database
-from importer.db.models import Batch, utcnow
+from importer.db.models import Batch, RejectedJob, utcnow
 from importer.gearman_io import FUNCTION, GearmanIO
 from importer.gearmand import GearmandProcess, free_port
 from importer.states import FINISHED, DocStatus
@@ -550,6 +550,9 @@ def test_gearmand_sigkill_and_restart_mid_batch(
         replays = {j: dict(outcomes[j]) for j in running}
         for job_id, seen in replays.items():
             assert seen["done"] == 1 and sum(seen.values()) == 2, (job_id, seen)
+        with db.session() as s:
+            refused = Counter(s.scalars(select(RejectedJob.kind)))
+        assert refused["rejected"] == 0, refused  # a gearmand crash does not look like an attack
 
     first_after_restart = [
         d.finished_at for d in docs.values() if d.job_id in queued and d.finished_at

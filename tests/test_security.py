@@ -114,7 +114,8 @@ def test_forged_jobs_open_nothing_and_are_counted(
     importer("worker", "--burst", env=env, check=True)
 
     assert not opened(ino), "a forged job opened the file outside the roots"
-    assert status(env)["rejected_jobs"] == len(forged) + 1
+    assert status(env)["rejected_jobs"] == len(forged)
+    assert status(env)["replayed_jobs"] == 1  # the captured payload: valid, its document done
     assert status(env, first["batch_id"])["documents"][0]["status"] == "done"
 
     # a legitimate job after all of that still completes

@@ -307,8 +307,11 @@ def release(db: Database, doc_id: int, *, owner: str) -> None:
 
 @waits_for_database
 def record_rejection(db: Database, *, unique: str | None, reason: str, worker: str) -> None:
+    """Count a refused job: a replay of a finished document (a valid signature, gearmand
+    redelivering what it ran before a crash) apart from everything that failed checks."""
+    kind = "replayed" if reason == ClaimRefusal.finished.value else "rejected"
     with db.session() as s:
-        s.add(RejectedJob(unique=(unique or "")[:128], reason=reason, worker=worker))
+        s.add(RejectedJob(unique=(unique or "")[:128], reason=reason, worker=worker, kind=kind))
 
 
 @waits_for_database

@@ -144,3 +144,18 @@ class RejectedJob(Base):
     unique: Mapped[str | None] = mapped_column(String(128), nullable=True)
     reason: Mapped[str] = mapped_column(Text)
     worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # "rejected": failed verification or named no matching document (forged, tampered,
+    # expired); "replayed": a valid redelivery of a finished document (gearmand's own).
+    kind: Mapped[str] = mapped_column(String(16), default="rejected", server_default="rejected")
+
+
+class SigningKey(Base):
+    """A payload signing key some host of the fleet holds: its id and a fingerprint (an
+    HMAC of a fixed label, never the secret), so hosts holding different keys notice."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    seq: Mapped[int] = mapped_column(Integer, default=0)  # higher: introduced later
