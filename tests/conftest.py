@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -30,6 +32,16 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def _answers(url: str) -> bool:
+    """Whether something accepts TCP connections where the URL points."""
+    parsed = urlsplit(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5432), 2):
+            return True
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database on the local server, dropped afterwards."""
@@ -37,6 +49,8 @@ def pg_url() -> Iterator[str]:
     try:
         admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as e:
+        if _answers(PG_ADMIN):  # a server is there, but we cannot use it: never a skip
+            pytest.fail(f"PostgreSQL at {PG_ADMIN} answers but refuses the tests: {e}")
         _unavailable(f"PostgreSQL at {PG_ADMIN} is unreachable: {e}")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
