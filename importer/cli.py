@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from importer.config import Settings, load_settings
-from importer.errors import ExitCode, ImporterError
+from importer.errors import BadInput, ExitCode, ImporterError
 from importer.states import NotifyMode, Priority, TextLayerMode
 
 app = typer.Typer(
@@ -144,11 +144,27 @@ def worker(
             "--reaper-interval", min=1.0, help="Seconds between passes that requeue stale work."
         ),
     ] = 15.0,
+    allow_any_path: Annotated[
+        bool,
+        typer.Option(
+            "--allow-any-path",
+            help="Read any path the database names, without IMPORTER_ALLOWED_ROOTS.",
+        ),
+    ] = False,
 ) -> None:
-    """Run OCR workers: take `import` jobs from every configured gearmand."""
+    """Run OCR workers: take `import` jobs from every configured gearmand.
+
+    Workers read only files under IMPORTER_ALLOWED_ROOTS (the directories imports come
+    from, ':'-separated); without it they refuse to start unless --allow-any-path."""
     from workers.supervisor import Supervisor, WorkerOptions, install_supervisor_signals
 
     settings = _settings()
+    if not settings.roots and not allow_any_path:
+        raise BadInput(
+            "IMPORTER_ALLOWED_ROOTS is not set: a worker would read any path the database"
+            " names. Set it to the directories imports come from (':'-separated, the same as"
+            " on the submitting host), or pass --allow-any-path"
+        )
     _check_database(settings)
     sup = Supervisor(
         settings,

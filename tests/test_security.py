@@ -246,6 +246,15 @@ def test_worker_refuses_a_recorded_path_outside_the_roots(
     assert not opened(ino)
 
 
+def test_a_worker_without_roots_refuses_to_start(env: dict[str, str]) -> None:
+    del env["IMPORTER_ALLOWED_ROOTS"]
+    proc = importer("worker", "--burst", env=env)
+    assert proc.returncode == 2
+    assert "IMPORTER_ALLOWED_ROOTS is not set" in proc.stderr
+    assert "--allow-any-path" in proc.stderr
+    importer("worker", "--burst", "--allow-any-path", env=env, check=True)
+
+
 def test_secret_keys_file_is_private(tmp_path: Path) -> None:
     from importer.config import Settings
 
