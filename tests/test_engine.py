@@ -36,7 +36,7 @@ from workers.document import (
     PageResult,
     PageTimeout,
 )
-from workers.engine import process_document
+from workers.engine import forkserver_pid, process_document
 from workers.reader import iter_pages
 from workers.textlayer import TextKind
 
@@ -96,17 +96,20 @@ def pages_of(items: Items) -> list[PageResult]:
 
 
 def engine_children() -> list[int]:
-    """Our own `python -m workers.engine` children, found in /proc."""
+    """Our own document children: the children of this process's engine fork server."""
+    return children_of(forkserver_pid())
+
+
+def children_of(parent: int | None) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if parent is None or not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == os.getpid() and b"workers.engine" in cmdline:
+        if int(fields[1]) == parent:
             found.append(int(entry.name))
     return found
 

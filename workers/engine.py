@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Collection, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from importer.states import PageSource
 from workers.document import (
@@ -50,6 +50,7 @@ from workers.document import (
     PageResult,
     PageTimeout,
 )
+from workers.forkserver import ForkServer, ForkServerError
 from workers.pdf import signal_name
 from workers.reader import iter_pages
 
@@ -75,6 +76,7 @@ def process_document(
     lang: str = "eng",
     limits: Limits = Limits(),
     skip_pages: Collection[int] = (),
+    text_layer: str = "auto",
 ) -> Iterator[DocumentInfo | PageResult]:
     """Yields DocumentInfo first, then one PageResult per page in page order (pages in
     skip_pages are not processed, so a retried document can resume); raises DocumentError.
@@ -91,31 +93,158 @@ def process_document(
         "limits": dataclasses.asdict(limits),
         "skip": skip,
         "work_dir": work_dir,
+        "text_layer": text_layer,
         "log_level": logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.INFO,
     }
-    proc: subprocess.Popen[bytes] | None = None
+    child: _Child | None = None
     try:
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", __name__],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-                env=_child_environment(),
-            )
-        except OSError as e:
-            raise ChildCrashed(f"cannot start a worker child: {e}") from e
-        log.debug("engine child %d reads %s", proc.pid, request["path"])
-        assert proc.stdin is not None
+        child = _start_child()
+        log.debug("engine child %d reads %s", child.pid, request["path"])
+        assert child.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # an early death shows in the exit status
-            proc.stdin.write(json.dumps(request).encode("utf-8"))
-            proc.stdin.close()
-        yield from _Watch(proc, limits, frozenset(skip)).run()
+            child.stdin.write(json.dumps(request).encode("utf-8"))
+            child.stdin.close()
+        yield from _Watch(child, limits, frozenset(skip)).run()
     finally:
-        if proc is not None:
-            _kill_group(proc)
+        if child is not None:
+            _kill_group(child)
         shutil.rmtree(work_dir, ignore_errors=True)
+        _recycle()
+
+
+# The fork server: one per worker process, replaced after MAX_DOCUMENTS or any oddity.
+
+MAX_DOCUMENTS = 200
+_server: ForkServer | None = None
+
+
+def start_forkserver() -> None:
+    """Start this process's fork server now, so that it is warm by the first document."""
+    _forkserver()
+
+
+def stop_forkserver() -> None:
+    global _server
+    if _server is not None and _server.owner == os.getpid():
+        _server.close()
+    _server = None
+
+
+def forkserver_pid() -> int | None:
+    """The pid of this process's fork server, if it runs (for tests and tools)."""
+    return _server.pid if _server is not None and _server.owner == os.getpid() else None
+
+
+def _forkserver() -> ForkServer:
+    global _server
+    if _server is None or _server.owner != os.getpid():
+        _server = ForkServer([sys.executable, "-m", __name__, "--forkserver"], _child_environment())
+    return _server
+
+
+def _discard_forkserver(server: ForkServer, why: str) -> None:
+    global _server
+    log.warning("engine fork server %d replaced: %s", server.pid, why)
+    server.discard()
+    if _server is server:
+        _server = None
+
+
+def _recycle() -> None:
+    """A fork server that has served its share is replaced by a fresh one."""
+    global _server
+    if _server is not None and _server.documents >= MAX_DOCUMENTS and not _server.exited:
+        _server.close()
+        _server = None
+        _forkserver()
+
+
+def _forget_after_fork() -> None:
+    """A forked process must not use its parent's fork server; it starts its own."""
+    global _server
+    if _server is not None:
+        _server.sock.close()
+    _server = None
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def _start_child() -> _Child:
+    """A fresh document child from the fork server; a dead server is replaced once."""
+    stdin_r, stdin_w = os.pipe()
+    stdout_r, stdout_w = os.pipe()
+    stderr_r, stderr_w = os.pipe()
+    theirs = [stdin_r, stdout_w, stderr_w]
+    try:
+        for attempt in (1, 2):
+            server = _forkserver()
+            try:
+                pid = server.start_child(theirs)
+                break
+            except ForkServerError as e:
+                _discard_forkserver(server, str(e))
+                if attempt == 2:
+                    raise ChildCrashed(f"cannot start a worker child: {e}") from e
+            except OSError as e:
+                raise ChildCrashed(f"cannot start a worker child: {e}") from e
+    except BaseException:
+        for fd in (stdin_w, stdout_r, stderr_r):
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+    return _Child(
+        server,
+        pid,
+        open(stdin_w, "wb", buffering=0),  # noqa: SIM115 (closed by _kill_group)
+        open(stdout_r, "rb", buffering=0),  # noqa: SIM115
+        open(stderr_r, "rb", buffering=0),  # noqa: SIM115
+    )
+
+
+class _Child:
+    """A document child of the fork server, as the worker sees it (Popen's shape)."""
+
+    def __init__(
+        self, server: ForkServer, pid: int, stdin: BinaryIO, stdout: BinaryIO, stderr: BinaryIO
+    ) -> None:
+        self.server = server
+        self.pid = pid
+        self.stdin: BinaryIO | None = stdin
+        self.stdout: BinaryIO | None = stdout
+        self.stderr: BinaryIO | None = stderr
+        self.returncode: int | None = None
+        self.lost: str | None = None  # why the exit status will never be known
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status (None if lost with the fork server); TimeoutExpired if it runs on."""
+        if self.returncode is None and self.lost is None:
+            try:
+                self.returncode = self.server.wait(self.pid, timeout)
+            except ForkServerError as e:
+                self._lose(str(e))
+        return self.returncode
+
+    def kill_group(self) -> None:
+        if self.returncode is not None or self.lost is not None:
+            return  # reaped: the server killed the group before that
+        try:
+            self.server.kill(self.pid)
+        except ForkServerError as e:
+            self._lose(str(e))
+
+    def _lose(self, why: str) -> None:
+        """The fork server died or misbehaved: replace it, and kill the group from here.
+
+        The child dies with its server (PR_SET_PDEATHSIG) and is reaped by init; what
+        it ran keeps the group, and so its id, alive until this kill reaches it.
+        """
+        self.lost = why
+        _discard_forkserver(self.server, why)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
 
 
 # What the child may see of our environment: enough to find its programs and data, and
@@ -141,7 +270,7 @@ def _child_environment() -> dict[str, str]:
 class _Watch:
     """The parent's side: relays the child's messages and enforces the wall clock."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], limits: Limits, skip: frozenset[int]):
+    def __init__(self, proc: _Child, limits: Limits, skip: frozenset[int]):
         assert proc.stdout is not None and proc.stderr is not None
         self.proc = proc
         self.limits = limits
@@ -289,6 +418,8 @@ class _Watch:
             _kill_group(self.proc)
             code = self.proc.returncode
         where = self._where()
+        if code is None and self.proc.lost is not None:
+            return ChildCrashed(f"worker child lost {where}: {self.proc.lost}")
         if code == EXIT_OUT_OF_MEMORY:
             limit = self.limits.memory_bytes // MB
             return OutOfMemory(
@@ -316,18 +447,19 @@ def _optional_float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: _Child) -> None:
     """Kill the child's process group (pdftoppm, tesseract and all), then reap the child.
 
     The group is killed before the child is reaped: until then its pid, which names
-    the group, cannot be reused by an unrelated process.
+    the group, cannot be reused by an unrelated process. The fork server, the child's
+    parent, does both in that order.
     """
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill_group()
     try:
         proc.wait(REAP_TIMEOUT)
     except subprocess.TimeoutExpired:
         log.error("engine child %d survives SIGKILL (stuck in the kernel?)", proc.pid)
+        proc._lose("a child survived SIGKILL")
     for stream in (proc.stdin, proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
@@ -344,11 +476,14 @@ def child_main() -> int:
     """
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    request = json.loads(sys.stdin.buffer.read())
+    request = json.loads(_read_all(0))
     limits = Limits(**request["limits"])
     _apply_limits(limits)
     logging.basicConfig(
-        level=request["log_level"], stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+        level=request["log_level"],
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     os.environ["OMP_THREAD_LIMIT"] = "1"
     tempfile.tempdir = request["work_dir"]  # pytesseract's own temporary files go here too
@@ -399,6 +534,13 @@ def child_main() -> int:
     return 0
 
 
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def _apply_limits(limits: Limits) -> None:
     """Limits on the child, inherited by every program it runs.
 
@@ -422,7 +564,20 @@ def _lower(kind: int, value: int, *, hard_extra: int = 0) -> None:
     resource.setrlimit(kind, (value, new_hard))
 
 
-if __name__ == "__main__":
-    from workers.engine import child_main as _main  # the importable copy, not __main__'s
+def forkserver_main(argv: list[str]) -> int:
+    """`python -m workers.engine --forkserver FD`: serve document children on FD."""
+    import gc
 
-    sys.exit(_main())
+    from workers import forkserver
+
+    if argv[:1] != ["--forkserver"] or len(argv) != 2:
+        print("usage: python -m workers.engine --forkserver FD", file=sys.stderr)
+        return 2
+    gc.freeze()  # what is imported now stays shared with every child, untouched by gc
+    return forkserver.serve(int(argv[1]), child_main)
+
+
+if __name__ == "__main__":
+    from workers.engine import forkserver_main as _main  # the importable copy, not __main__'s
+
+    sys.exit(_main(sys.argv[1:]))

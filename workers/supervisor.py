@@ -27,6 +27,7 @@ from importer.errors import ImporterError
 from importer.gearman_io import GearmanIO, host_list
 from importer.outbox import deliver_pending
 from importer.requeue import requeue_stale
+from workers import engine
 from workers.job import JobContext, StopNow
 from workers.loop import install_signal_handlers, owner_name, work
 
@@ -55,6 +56,7 @@ def _child_main(settings_data: dict[str, Any], opts: WorkerOptions) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    engine.start_forkserver()  # it imports the reader while we connect
     settings = Settings(**settings_data)
     stop = threading.Event()
     busy = threading.Event()
@@ -64,8 +66,11 @@ def _child_main(settings_data: dict[str, Any], opts: WorkerOptions) -> None:
         db = open_database(settings.resolved_database_url)
         return JobContext(db=db, settings=settings, owner=owner_name())
 
-    with contextlib.suppress(StopNow):
-        _work(make_ctx, settings, opts, stop, busy)
+    try:
+        with contextlib.suppress(StopNow):
+            _work(make_ctx, settings, opts, stop, busy)
+    finally:
+        engine.stop_forkserver()
 
 
 def _work(make_ctx: Any, settings: Settings, opts: WorkerOptions, stop: Any, busy: Any) -> None:

@@ -1,0 +1,275 @@
+"""A warm parent that forks one fresh process per document, so no document pays an
+interpreter's start-up.
+
+The fork server is a fresh interpreter, started by the worker process with the same
+clean environment the document child gets (no secrets, no database or gearmand
+connections: it is spawned, never forked from the worker). It imports the reading code
+once, then, for each request, forks a child into a session of its own and gives it the
+file descriptors the worker sent along (stdin, stdout, stderr, then any others at 3, 4,
+...). The worker reads the child's pipes itself; the fork server only forks, kills a
+child's group when asked, and reaps each child, killing its group first, and reports its
+exit status.
+
+Messages on the control socket (a SOCK_SEQPACKET socketpair) are JSON objects, file
+descriptors travel as SCM_RIGHTS:
+
+    server -> worker  {"t": "ready", "pid": P}            once, when imported and waiting
+    worker -> server  {"op": "fork"} + fds               one document child
+    server -> worker  {"t": "forked", "pid": C}  or  {"t": "error", "reason": ...}
+    worker -> server  {"op": "kill", "pid": C}            SIGKILL to C's group, if not reaped
+    server -> worker  {"t": "exit", "pid": C, "status": S}   S as Popen.returncode
+
+The server exits when the worker closes its end (the worker died or replaced it), and
+kills its children's groups first. A child dies with its fork server (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+MAX_CONTROL = 64 * 1024  # one control message
+MAX_FDS = 16  # file descriptors passed with one request
+START_SECONDS = 30.0  # a fresh interpreter importing the reader, on a very busy machine
+ANSWER_SECONDS = 10.0  # a running fork server answers a fork request in milliseconds
+_PR_SET_PDEATHSIG = 1
+
+
+class ForkServerError(Exception):
+    """The fork server is gone or misbehaved: replace it."""
+
+
+# The worker's side ----------------------------------------------------------------------
+
+
+class ForkServer:
+    """A running fork server, seen from the worker process that started it."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [*argv, str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # the terminal's ^C is for the worker, which drains
+            )
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = mine
+        self.owner = os.getpid()
+        self.ready = False
+        self.documents = 0
+        self.exited: dict[int, int] = {}  # pid -> status, reported before it was asked for
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def start_child(self, fds: Sequence[int]) -> int:
+        """Fork a child with these descriptors as its 0, 1, 2, 3, ...; returns its pid."""
+        if not self.ready:
+            hello = self._receive(time.monotonic() + START_SECONDS)
+            if hello != {"t": "ready", "pid": self.pid}:
+                raise ForkServerError(f"fork server said {str(hello)[:100]} on start")
+            self.ready = True
+        self._send({"op": "fork"}, fds)
+        answer = self._answer(time.monotonic() + ANSWER_SECONDS)
+        if answer.get("t") == "forked" and isinstance(answer.get("pid"), int):
+            self.documents += 1
+            return int(answer["pid"])
+        if answer.get("t") == "error":
+            raise ForkServerError(f"fork server cannot fork: {str(answer.get('reason'))[:200]}")
+        raise ForkServerError(f"fork server said {str(answer)[:100]} to a fork request")
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL the child's group, unless the server has already reaped it."""
+        if pid not in self.exited:
+            self._send({"op": "kill", "pid": pid})
+
+    def wait(self, pid: int, timeout: float) -> int:
+        """The child's exit status (Popen.returncode); subprocess.TimeoutExpired if it runs on."""
+        deadline = time.monotonic() + timeout
+        while pid not in self.exited:
+            message = self._receive(deadline, timeout)
+            if not self._filed(message):
+                raise ForkServerError(f"fork server said {str(message)[:100]} out of turn")
+        return self.exited.pop(pid)
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Let it go: closing our end makes it kill what it still runs and exit."""
+        self.sock.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.discard()
+
+    def discard(self) -> None:
+        """Kill it (its children die with it) and reap it."""
+        self.sock.close()
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(30)
+
+    def _answer(self, deadline: float) -> dict[str, Any]:
+        """The next message that is not an exit report (those are filed in `exited`)."""
+        while True:
+            message = self._receive(deadline)
+            if not self._filed(message):
+                return message
+
+    def _filed(self, message: dict[str, Any]) -> bool:
+        """File an exit report; False for any other message."""
+        if message.get("t") != "exit":
+            return False
+        pid, status = message.get("pid"), message.get("status")
+        if not isinstance(pid, int) or not isinstance(status, int):
+            raise ForkServerError(f"fork server sent a malformed exit report {message!r:.100}")
+        self.exited[pid] = status
+        return True
+
+    def _send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+        try:
+            socket.send_fds(self.sock, [json.dumps(message).encode()], list(fds))
+        except OSError as e:
+            raise ForkServerError(f"fork server gone ({e.strerror or e})") from e
+
+    def _receive(self, deadline: float, timeout: float | None = None) -> dict[str, Any]:
+        remaining = deadline - time.monotonic()
+        try:
+            readable, _, _ = select.select([self.sock], [], [], max(0.0, remaining))
+            if not readable:
+                if timeout is not None:
+                    raise subprocess.TimeoutExpired("engine child", timeout)
+                raise ForkServerError("fork server does not answer")
+            data = self.sock.recv(MAX_CONTROL)
+        except OSError as e:
+            raise ForkServerError(f"fork server gone ({e.strerror or e})") from e
+        if not data:
+            raise ForkServerError("fork server gone (it closed its end)")
+        try:
+            message = json.loads(data)
+        except ValueError as e:
+            raise ForkServerError(f"fork server sent a malformed message {data[:60]!r}") from e
+        if not isinstance(message, dict):
+            raise ForkServerError(f"fork server sent a malformed message {data[:60]!r}")
+        return message
+
+
+# The server's side ----------------------------------------------------------------------
+
+
+def serve(control_fd: int, target: Callable[[], int]) -> int:
+    """The fork server's loop: fork a child running `target` per request, reap, report."""
+    ctl = socket.socket(fileno=control_fd)
+    libc = ctypes.CDLL(None, use_errno=True)
+    children: dict[int, int] = {}  # pidfd -> pid
+    try:
+        _send(ctl, {"t": "ready", "pid": os.getpid()})
+        while True:
+            readable, _, _ = select.select([control_fd, *children], [], [])
+            for pidfd in readable:
+                if pidfd != control_fd:
+                    _send(ctl, _reap(children.pop(pidfd), pidfd))
+            if control_fd not in readable:
+                continue
+            data, fds, flags, _ = socket.recv_fds(ctl, MAX_CONTROL, MAX_FDS)
+            try:
+                if not data:
+                    return 0  # the worker is gone, or done with us
+                if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                    raise ValueError("truncated request")
+                request = json.loads(data)
+                if request.get("op") == "fork":
+                    pid = _fork(ctl, fds, target, libc)
+                    children[os.pidfd_open(pid)] = pid
+                    _send(ctl, {"t": "forked", "pid": pid})
+                elif request.get("op") == "kill" and request.get("pid") in children.values():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(request["pid"], signal.SIGKILL)
+                elif request.get("op") != "kill":
+                    raise ValueError(f"unknown request {request!r:.100}")
+            except OSError as e:
+                _send(ctl, {"t": "error", "reason": f"{type(e).__name__}: {e}"})
+            finally:
+                for fd in fds:
+                    os.close(fd)
+    except (BrokenPipeError, ConnectionResetError):
+        return 0
+    except (ValueError, AttributeError) as e:
+        print(f"engine fork server: bad request: {e}", file=sys.stderr)
+        return 2
+    finally:
+        for pidfd, pid in children.items():
+            _reap(pid, pidfd)
+
+
+def _send(ctl: socket.socket, message: dict[str, Any]) -> None:
+    ctl.send(json.dumps(message).encode())
+
+
+def _reap(pid: int, pidfd: int) -> dict[str, Any]:
+    """Kill what is left of the child's group, then reap the child (its pid names the
+    group until then, so no other process can have taken it)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    os.close(pidfd)
+    return {"t": "exit", "pid": pid, "status": os.waitstatus_to_exitcode(status)}
+
+
+def _fork(ctl: socket.socket, fds: list[int], target: Callable[[], int], libc: Any) -> int:
+    if len(fds) < 3:
+        raise ValueError(f"a fork request needs stdin, stdout and stderr, got {len(fds)} fds")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        _become_child(fds, parent, libc)
+        code = target()
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    raise AssertionError("unreachable")
+
+
+def _become_child(fds: list[int], parent: int, libc: Any) -> None:
+    """A session of its own (one signal reaches everything it runs), death with the fork
+    server, and nothing of the server's open files but the descriptors it was sent."""
+    os.setsid()
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the server died before the line above
+        os._exit(1)
+    base = max(fds) + 1
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
+    for target, fd in enumerate(moved):
+        os.dup2(fd, target, inheritable=target < 3)
+    os.closerange(len(moved), max(os.sysconf("SC_OPEN_MAX"), base + len(moved)))
