@@ -10,6 +10,7 @@ import ipaddress
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 from dataclasses import asdict, dataclass
@@ -149,19 +150,61 @@ def _loopback(addr: str) -> bool:
 
 
 def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
+    checks = _listeners(settings) + _transport(settings) + _registrations(settings, gio)
+    checks += _file_modes(settings) + _mail_transport(settings)
+    if not settings.roots:
+        checks.append(
+            Check(
+                "allowed roots",
+                WARN,
+                "IMPORTER_ALLOWED_ROOTS is not set: `importer worker` refuses to start (or, with"
+                " --allow-any-path, reads any path the database names)",
+                "set IMPORTER_ALLOWED_ROOTS to the directories imports come from",
+            )
+        )
+    if not any(c.state in (WARN, EXPOSED) for c in checks):
+        checks.append(Check("exposure", OK, "gearmand on loopback or behind TLS; files private"))
+    return checks
+
+
+def _listeners(settings: Settings) -> list[Check]:
+    """A gearmand socket beyond loopback, found by its owner or, when the owner cannot be
+    seen (another user's process), by a configured gearmand port that answers plain text."""
     checks = []
     owners = _socket_owners()
+    ports = {port for _, port in settings.servers}
     for addr, port, inode in _listening():
-        if owners.get(inode) == "gearmand" and not _loopback(addr):
-            checks.append(
-                Check(
-                    "gearmand exposure",
-                    EXPOSED,
-                    f"gearmand listens on {addr}:{port} without TLS: anyone who reaches it can "
-                    "list functions, submit jobs and register workers",
-                    "bind it to 127.0.0.1 and put `importer gearmand --tls` in front (SECURITY.md)",
-                )
+        if _loopback(addr):
+            continue
+        owned = owners.get(inode) == "gearmand"
+        if not owned and (port not in ports or not _answers_plain_gearman(addr, port)):
+            continue  # not gearmand's port, or TLS in front of it (SECURITY.md)
+        checks.append(
+            Check(
+                "gearmand exposure",
+                EXPOSED,
+                f"gearmand listens on {addr}:{port} without TLS: anyone who reaches it can "
+                "list functions, submit jobs and register workers",
+                "bind it to 127.0.0.1 and put `importer gearmand --tls` in front (SECURITY.md)",
             )
+        )
+    return checks
+
+
+def _answers_plain_gearman(addr: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether the socket answers gearmand's plain-text `version` (TLS in front does not)."""
+    host = "127.0.0.1" if addr in ("0.0.0.0", "::") else addr
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"version\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"OK", b"ERR"))
+
+
+def _transport(settings: Settings) -> list[Check]:
+    checks = []
     for host, port in settings.servers:
         try:
             remote = not _loopback(host)
@@ -176,57 +219,104 @@ def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
                     "set IMPORTER_TLS_CA/CERT/KEY and run `importer gearmand --tls` there",
                 )
             )
+    return checks
+
+
+def _registrations(settings: Settings, gio: GearmanIO) -> list[Check]:
+    """Functions and workers gearmand knows that are not ours; a failed question is a warning."""
+    checks = []
     try:
         functions = gio.admin_status()
-        foreign = sorted(f for f in functions if f.encode() != FUNCTION)
-        if foreign:
-            checks.append(
-                Check(
-                    "functions",
-                    WARN,
-                    f"functions that are not ours: {', '.join(foreign)}",
-                    "find who registered them (`gearadmin --workers`)",
-                )
-            )
-        ring = settings.keyring()
-        rogue = [w for w in gio.admin_workers() if _is_rogue_worker(w, ring)]
-        if rogue:
-            checks.append(
-                Check(
-                    "workers",
-                    EXPOSED,
-                    f"{len(rogue)} worker(s) for `import` that are not ours: {rogue[:3]}",
-                    "firewall gearmand's port and use --tls; rotate IMPORTER_SECRET_KEYS",
-                )
-            )
-    except ImporterError:
-        pass
-    for path in _secret_files(settings):
-        mode = path.stat().st_mode
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            checks.append(
-                Check(
-                    "key files",
-                    EXPOSED,
-                    f"{path} is readable by others ({oct(mode & 0o777)})",
-                    f"chmod 600 {path}",
-                )
-            )
-    try:
-        for warning in mail_url_warnings(settings.resolved_mail_url):
-            checks.append(
-                Check(
-                    "mail transport",
-                    EXPOSED,
-                    warning,
-                    "use ?starttls=true or smtps:// in IMPORTER_MAIL_URL",
-                )
-            )
+        workers = gio.admin_workers()
     except ImporterError as e:
-        checks.append(Check("mail transport", FAIL, e.message))
-    if not checks:
-        checks.append(Check("exposure", OK, "gearmand on loopback or behind TLS; keys private"))
+        return [
+            Check(
+                "gearmand registrations",
+                WARN,
+                f"could not list gearmand's functions and workers: {e.message}",
+                "check IMPORTER_GEARMAN_SERVERS and IMPORTER_TLS_*; rogue workers go unseen",
+            )
+        ]
+    foreign = sorted(f for f in functions if f.encode() != FUNCTION)
+    if foreign:
+        checks.append(
+            Check(
+                "functions",
+                WARN,
+                f"functions that are not ours: {', '.join(foreign)}",
+                "find who registered them (`gearadmin --workers`)",
+            )
+        )
+    try:
+        ring = settings.keyring()
+    except ImporterError as e:
+        return [*checks, Check("signing keys", FAIL, e.message)]
+    rogue = [w for w in workers if _is_rogue_worker(w, ring)]
+    if rogue:
+        checks.append(
+            Check(
+                "workers",
+                EXPOSED,
+                f"{len(rogue)} worker(s) for `import` that are not ours: {rogue[:3]}",
+                "firewall gearmand's port and use --tls; rotate IMPORTER_SECRET_KEYS",
+            )
+        )
     return checks
+
+
+def _file_modes(settings: Settings) -> list[Check]:
+    """Keys, the data dir and what it holds (every page's text, signed payloads), the
+    database file and the config file: none may be open to other users."""
+    checks = []
+    for path, kind in _private_files(settings):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            private = "700" if path.is_dir() else "600"
+            checks.append(
+                Check(
+                    kind,
+                    EXPOSED,
+                    f"{path} is open to other users ({mode:o})",
+                    f"chmod {private} {path}",
+                )
+            )
+    return checks
+
+
+def _private_files(settings: Settings) -> list[tuple[Path, str]]:
+    keys = [settings.data_dir / "secret_keys"]
+    if settings.tls_key is not None:
+        keys += [settings.tls_key, *settings.tls_key.parent.glob("*.key")]
+    data = [
+        settings.data_dir,
+        *settings.data_dir.glob("*.sqlite*"),
+        *settings.data_dir.glob("*.db*"),
+    ]
+    url = settings.resolved_database_url
+    if url.startswith("sqlite:///"):
+        database = Path(url.removeprefix("sqlite:///"))
+        data += [database, *database.parent.glob(database.name + "-*")]
+    config = os.environ.get("IMPORTER_CONFIG")
+    if config:
+        data.append(Path(config))
+    found = {p: "key files" for p in keys if p.exists()}
+    found.update({p: "data files" for p in data if p.exists() and p not in found})
+    return sorted(found.items())
+
+
+def _mail_transport(settings: Settings) -> list[Check]:
+    try:
+        return [
+            Check(
+                "mail transport",
+                EXPOSED,
+                warning,
+                "use ?starttls=true or smtps:// in IMPORTER_MAIL_URL",
+            )
+            for warning in mail_url_warnings(settings.resolved_mail_url)
+        ]
+    except ImporterError as e:
+        return [Check("mail transport", FAIL, e.message)]
 
 
 _WORKER_LINE = re.compile(r"^(?:\S+:\d+ )?\d+ (?P<ip>\S+) (?P<client>\S+) :(?P<functions>.*)$")
@@ -238,12 +328,6 @@ def _is_rogue_worker(line: str, keyring: Keyring) -> bool:
     if not m or FUNCTION.decode() not in m["functions"].split():
         return False
     return not is_our_worker(m["client"], keyring)
-
-
-def _secret_files(settings: Settings) -> list[Path]:
-    files = [settings.data_dir / "secret_keys"]
-    files += [p for p in (settings.tls_key,) if p is not None]
-    return [p for p in files if p.exists()]
 
 
 def run_doctor(settings: Settings, *, lang: str, as_json: bool, out: Console) -> int:

@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from importer.gearman_io import GearmanIO
 from importer.gearmand import GearmandProcess, free_port
 from tests.conftest import importer
@@ -101,6 +103,7 @@ def test_flags_a_rogue_worker_and_foreign_functions(env: dict[str, str]) -> None
             if registered == 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        assert registered == 2, f"our worker never registered: {workers}"
         proc = importer("doctor", "--json", env=env)
         found = checks(proc.stdout)
     finally:
@@ -112,3 +115,80 @@ def test_flags_a_rogue_worker_and_foreign_functions(env: dict[str, str]) -> None
     assert found["workers"]["state"] == "exposed"
     assert found["workers"]["detail"].startswith("1 worker(s)"), "our own worker was flagged"
     assert "shell_exec" in found["functions"]["detail"]
+
+
+def test_flags_a_plain_gearmand_port_whose_owner_it_cannot_see(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run as another user, doctor cannot see who holds a socket: a configured gearmand port
+    open beyond loopback that answers plain text is still exposure."""
+    from importer import doctor
+    from tests.conftest import settings_from
+
+    exposed = GearmandProcess(data_dir=tmp_path / "open", listen="0.0.0.0", port=free_port())
+    monkeypatch.setattr(doctor, "_socket_owners", dict)  # no process's sockets are visible
+    with exposed:
+        exposed.wait_ready()
+        env["IMPORTER_GEARMAN_SERVERS"] = f"127.0.0.1:{exposed.port}"
+        with GearmanIO([env["IMPORTER_GEARMAN_SERVERS"]]) as gio:
+            found = doctor.check_exposure(settings_from(env), gio)
+    rows = [c for c in found if c.name == "gearmand exposure"]
+    assert rows and f"0.0.0.0:{exposed.port}" in rows[0].detail
+
+
+def test_tls_in_front_of_a_public_port_is_not_exposure(env: dict[str, str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    certs = tmp_path / "certs"
+    importer("certs", "init", str(certs), env=env, check=True)
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "importer", "gearmand", "--tls", "--certs", str(certs),
+         "--listen", "0.0.0.0", "--port", str(port)],
+        env={**env, "IMPORTER_DATA_DIR": str(tmp_path / "gearmand")},
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        env.update(
+            IMPORTER_GEARMAN_SERVERS=f"localhost:{port}",
+            IMPORTER_TLS_CA=str(certs / "ca.pem"),
+            IMPORTER_TLS_CERT=str(certs / "client.pem"),
+            IMPORTER_TLS_KEY=str(certs / "client.key"),
+        )
+        deadline = time.monotonic() + 20
+        while importer("doctor", "--json", env=env).returncode != 0:
+            assert time.monotonic() < deadline, importer("doctor", "--json", env=env).stdout
+            time.sleep(0.5)
+        found = checks(importer("doctor", "--json", env=env).stdout)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert "gearmand exposure" not in found
+    assert found["exposure"]["state"] == "ok"
+
+
+def test_a_failed_admin_question_is_a_warning_not_ok(env: dict[str, str]) -> None:
+    env["IMPORTER_GEARMAN_SERVERS"] = f"127.0.0.1:{free_port()}"  # nothing listens there
+    found = checks(importer("doctor", "--json", env=env).stdout)
+    assert found["gearmand registrations"]["state"] == "warn"
+    assert "exposure" not in found
+
+
+def test_flags_open_data_files_and_missing_roots(env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "importer.toml"
+    config.write_text('mail_from = "importer@example.com"\n')
+    env["IMPORTER_CONFIG"] = str(config)
+    importer("status", env=env, check=True)  # creates the data dir and the database
+    data = Path(env["IMPORTER_DATA_DIR"])
+    for path, mode in ((data, 0o755), (data / "importer.db", 0o644), (config, 0o644)):
+        os.chmod(path, mode)
+    del env["IMPORTER_ALLOWED_ROOTS"]
+    proc = importer("doctor", "--json", env=env)
+    assert proc.returncode != 0
+    rows = [c for c in json.loads(proc.stdout) if c["name"] == "data files"]
+    flagged = {row["detail"].split(" is open")[0] for row in rows}
+    assert flagged == {str(data), str(data / "importer.db"), str(config)}
+    assert {row["fix"] for row in rows} >= {f"chmod 700 {data}", f"chmod 600 {config}"}
+    assert checks(proc.stdout)["allowed roots"]["state"] == "warn"
