@@ -26,6 +26,7 @@ def port_open(port: int) -> bool:
 def tls_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
     env["IMPORTER_DATA_DIR"] = str(tmp_path / "data")
+    env["IMPORTER_ALLOWED_ROOTS"] = str(SAMPLES)
     return env
 
 
@@ -62,6 +63,8 @@ def test_pipeline_through_mutual_tls(tls_env: dict[str, str], tmp_path: Path) ->
             "submit", str(SAMPLES / "born_digital.pdf"), "--email", "ops@example.com", env=env
         )
         assert proc.returncode == 3, proc.stderr
+        recorded = json.loads(importer("status", "--json", env=env, check=True).stdout)
+        assert recorded["batches"] == [], recorded
         env.update(
             IMPORTER_TLS_CA=str(certs / "ca.pem"),
             IMPORTER_TLS_CERT=str(certs / "client.pem"),
