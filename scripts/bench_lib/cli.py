@@ -10,18 +10,28 @@ import sys
 import time
 from pathlib import Path
 
-from bench_lib import ocrmypdf_env, report
+from bench_lib import goals, ocrmypdf_env, report
 from bench_lib.corpus import QUICK, Corpus, Sizes, describe, load_or_build
 from bench_lib.machine import ROOT, machine, revision, versions
 from bench_lib.memory import memory
+from bench_lib.mixed import mixed
 from bench_lib.ocr_sections import ScannedPlan, fixed_cost_note, scanned, startup, text_layer
 from bench_lib.procs import BenchError
 from bench_lib.results import SectionResult
 from bench_lib.submission import submission
+from bench_lib.turned import turned
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("ocr", "scaling", "text-layer", "startup", "submission", "memory")
+SECTIONS = ("ocr", "scaling", "text-layer", "startup", "submission", "memory", "turned", "mixed")
+SECTION_HELP = (
+    "ocr: scanned pages, importer against the raw limit and OCRmyPDF; scaling: 1 worker against"
+    " all; text-layer: born-digital pages against pdftotext; startup: the fixed cost of a run;"
+    " submission: importer submit against a naive loop; memory: one worker's peak RSS; turned:"
+    " pages turned 0/90/180/270 against the same upright; mixed: manuals, scans, a blank page"
+    " (make_documents.py) against the limit and OCRmyPDF --skip-text --rotate-pages"
+)
+TURNED_PAGES, TURNED_PAGES_QUICK = 8, 4
 
 
 def _sections(text: str) -> list[str]:
@@ -42,13 +52,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; --quick: 1)")
     parser.add_argument(
-        "--quick", action="store_true", help="tiny corpus: 2 scanned pages, 200 files to submit"
+        "--quick",
+        action="store_true",
+        help="tiny corpus: 2 scanned pages, 200 files to submit, 4 turned pages, 1 mixed document",
     )
     parser.add_argument(
         "--sections",
         type=_sections,
         default=list(SECTIONS),
-        help=f"comma-separated, from {','.join(SECTIONS)} (default: all)",
+        help=f"comma-separated, from {','.join(SECTIONS)} (default: all). {SECTION_HELP}",
     )
     parser.add_argument("--no-ocrmypdf", action="store_true", help="leave OCRmyPDF out")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="default: cores")
@@ -72,7 +84,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _ocrmypdf(args: argparse.Namespace, result: SectionResult) -> Path | None:
-    if args.no_ocrmypdf or "ocr" not in args.sections:
+    if args.no_ocrmypdf or not {"ocr", "mixed"} & set(args.sections):
         return None
     try:
         return ocrmypdf_env.ensure(args.ocrmypdf_venv or args.work_dir / "venv-ocrmypdf")
@@ -101,6 +113,12 @@ def measure(args: argparse.Namespace, ocrmypdf: Path | None, result: SectionResu
         result.extend(submission(corpus, runs, args.rounds))
     if "memory" in chosen:
         result.extend(memory(corpus, runs, args.rounds))
+    if "turned" in chosen:
+        count = TURNED_PAGES_QUICK if args.quick else TURNED_PAGES
+        result.extend(turned(args.work_dir, runs, args.rounds, args.workers, count))
+    if "mixed" in chosen:
+        result.extend(mixed(args.work_dir, runs, args.rounds, args.workers, args.quick, ocrmypdf))
+    result.goals = goals.settle(result.goals)
     note = fixed_cost_note(result.medians, args.workers)
     if note:
         result.notes.append(note)

@@ -11,22 +11,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import make_samples as ms
 
+from bench_lib.pages import fitting, paragraph_pages, scanned_pages
 from bench_lib.tinypdf import tiny_pdf
 
 log = logging.getLogger(__name__)
 
 VERSION = "v2"  # bump when the way the corpus is made changes
 FILES_PER_DIR = 1000
-SCAN_STYLES = (
-    ms.Scan(dpi=200, bilevel=False, skew=0.3, specks=400),
-    ms.Scan(dpi=300, bilevel=True, skew=-0.5, specks=300),
-)
 SCAN_DOC_SIZES = (3, 3, 2, 2, 1, 1, 1, 1)
 MANIFEST = "manifest.json"
 
@@ -56,6 +53,11 @@ class Doc:
     path: Path
     pages: int
     expected: str  # each page's text, pages joined by a form feed
+    kinds: tuple[str, ...] = ()  # per page, where the corpus says: "text", "scan", "blank" ...
+    rotations: tuple[int, ...] = ()  # per page, degrees the sheet lay turned, where known
+
+    def page_texts(self) -> list[str]:
+        return self.expected.split("\f")
 
 
 @dataclass(frozen=True)
@@ -98,60 +100,71 @@ def load_or_build(work_dir: Path, sizes: Sizes) -> Corpus:
         return _load(root, json.loads(manifest.read_text(encoding="utf-8")))
     log.info("generating the corpus in %s", root)
     root.mkdir(parents=True, exist_ok=True)
-    pages = _scanned_pages(sizes.scanned_pages)
-    scanned = _build_scanned(root / "scanned", pages)
+    pages = scanned_pages(sizes.scanned_pages)
+    scanned = build_scanned(root / "scanned", pages)
     born = _build_born(root / "born", sizes.born_docs, sizes.born_max_pages)
     memory = _build_memory(root / "memory", pages, sizes.memory_pages)
     data = {
         "scanned": _docs_json(root, scanned),
         "born": _docs_json(root, born),
         "memory": _docs_json(root, memory),
-        "submit_files": _build_submit(root / "submit", sizes.submit_files),
+        "submit_files": write_small_pdfs(root / "submit", sizes.submit_files),
     }
     manifest.write_text(json.dumps(data, indent=1), encoding="utf-8")
     return _load(root, data)
 
 
 def _load(root: Path, data: dict[str, object]) -> Corpus:
-    def docs(key: str) -> list[Doc]:
-        items = data[key]
-        assert isinstance(items, list)
-        return [Doc(root / d["path"], int(d["pages"]), str(d["expected"])) for d in items]
-
     files = data["submit_files"]
     assert isinstance(files, int)
-    return Corpus(root, docs("scanned"), docs("born"), root / "submit", files, docs("memory"))
+    return Corpus(
+        root,
+        docs_from_json(root, data["scanned"]),
+        docs_from_json(root, data["born"]),
+        root / "submit",
+        files,
+        docs_from_json(root, data["memory"]),
+    )
+
+
+def docs_from_json(root: Path, items: object) -> list[Doc]:
+    assert isinstance(items, list)
+    return [
+        Doc(
+            root / d["path"],
+            int(d["pages"]),
+            str(d["expected"]),
+            tuple(d.get("kinds", ())),
+            tuple(d.get("rotations", ())),
+        )
+        for d in items
+    ]
 
 
 def _docs_json(root: Path, docs: list[Doc]) -> list[dict[str, object]]:
     return [
-        {"path": str(d.path.relative_to(root)), "pages": d.pages, "expected": d.expected}
+        {
+            "path": str(d.path.relative_to(root)),
+            "pages": d.pages,
+            "expected": d.expected,
+            "kinds": list(d.kinds),
+            "rotations": list(d.rotations),
+        }
         for d in docs
     ]
 
 
-def _pages(count: int, seed: int) -> list[ms.Page]:
-    """Pages of three paragraphs each, drawn from the samples' paragraphs."""
-    pool = [p for doc in (ms.LETTER, ms.MEMO, ms.BORN_DIGITAL, ms.MIXED, ms.ROTATED) for p in doc]
-    titles = [p.title for p in pool]
-    paragraphs = [text for p in pool for text in p.paragraphs]
-    rng = random.Random(seed)
-    pages = []
-    for number in range(count):
-        title = f"{titles[number % len(titles)]} ({number + 1})"
-        pages.append(ms.Page(title, tuple(rng.sample(paragraphs, 3)), kind="scan"))
-    return pages
-
-
-def _fitting(page: ms.Page, face: ms.Typeface) -> list[tuple[str, str, float]]:
-    """The page's lines, dropping its last paragraph while it overflows the sheet."""
-    while True:
-        lines = ms.layout(page, face)
-        try:
-            ms.typeset(lines, face)
-            return lines
-        except ValueError:
-            page = dataclasses.replace(page, paragraphs=page.paragraphs[:-1])
+def cached_sets(root: Path, build: Callable[[Path], dict[str, list[Doc]]]) -> dict[str, list[Doc]]:
+    """Sets of documents built once into `root` by `build`, then read from its manifest."""
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        log.info("generating %s", root)
+        root.mkdir(parents=True, exist_ok=True)
+        built = build(root)
+        data = {name: _docs_json(root, docs) for name, docs in built.items()}
+        manifest.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    return {name: docs_from_json(root, items) for name, items in data.items()}
 
 
 def doc_sizes(pages: int) -> list[int]:
@@ -162,42 +175,30 @@ def doc_sizes(pages: int) -> list[int]:
     return sizes
 
 
-def _scanned_pages(count: int) -> list[tuple[bytes, str]]:
-    """One-page image-only PDFs and their texts, in the two scan styles in turn."""
-    pages = []
-    for number, page in enumerate(_pages(count, seed=1)):
-        lines = _fitting(page, ms.SERIF)
-        style = SCAN_STYLES[number % len(SCAN_STYLES)]
-        blob = ms.scanned(lines, dataclasses.replace(style, seed=100 + number), 0)
-        pages.append((blob, ms.expected_text(lines)))
-    log.info("scanned %d pages", count)
-    return pages
-
-
-def _assemble(path: Path, pages: list[tuple[bytes, str]]) -> Doc:
+def assemble(path: Path, pages: list[tuple[bytes, str]]) -> Doc:
     path.write_bytes(ms.assemble([blob for blob, _ in pages]))
     return Doc(path, len(pages), "\f".join(text for _, text in pages))
 
 
-def _build_scanned(out: Path, pages: list[tuple[bytes, str]]) -> list[Doc]:
+def build_scanned(out: Path, pages: list[tuple[bytes, str]]) -> list[Doc]:
     out.mkdir(parents=True, exist_ok=True)
     docs, used = [], 0
     for number, size in enumerate(doc_sizes(len(pages))):
-        docs.append(_assemble(out / f"scan-{number + 1:03d}.pdf", pages[used : used + size]))
+        docs.append(assemble(out / f"scan-{number + 1:03d}.pdf", pages[used : used + size]))
         used += size
     return docs
 
 
 def _build_born(out: Path, count: int, max_pages: int) -> list[Doc]:
     out.mkdir(parents=True, exist_ok=True)
-    pages = _pages(count * max_pages, seed=2)
+    pages = paragraph_pages(count * max_pages, seed=2)
     docs = []
     used = 0
     for number in range(count):
         size = number % max_pages + 1
         blobs, texts = [], []
         for page in pages[used : used + size]:
-            lines = _fitting(dataclasses.replace(page, kind="text"), ms.SANS)
+            lines = fitting(dataclasses.replace(page, kind="text"), ms.SANS)
             blobs.append(ms.typeset(lines, ms.SANS))
             texts.append(ms.expected_text(lines))
         used += size
@@ -214,12 +215,13 @@ def _build_memory(
     """Longer scans made of the scanned pages in turn, so only the page count differs."""
     out.mkdir(parents=True, exist_ok=True)
     return [
-        _assemble(out / f"scan-{count}-pages.pdf", [pages[n % len(pages)] for n in range(count)])
+        assemble(out / f"scan-{count}-pages.pdf", [pages[n % len(pages)] for n in range(count)])
         for count in page_counts
     ]
 
 
-def _build_submit(out: Path, count: int) -> int:
+def write_small_pdfs(out: Path, count: int) -> int:
+    """`count` distinct one-page PDFs, FILES_PER_DIR to a folder."""
     for number in range(count):
         folder = out / f"{number // FILES_PER_DIR:03d}"
         if number % FILES_PER_DIR == 0:

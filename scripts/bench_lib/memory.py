@@ -4,19 +4,24 @@ engine child, pdftoppm, tesseract), sampled every 50 ms, on a short and a long s
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from bench_lib.accuracy import cer
-from bench_lib.contenders import EMAIL, export_texts, importer, importer_env
+from bench_lib.contenders import (
+    EMAIL,
+    export_texts,
+    fresh_dir,
+    importer,
+    importer_env,
+    own_gearmand,
+)
 from bench_lib.corpus import Corpus, Doc
 from bench_lib.procs import BenchError, run
 from bench_lib.results import SectionResult, ratio_goal, row
 from bench_lib.rounds import Series, Step, alternate
 from bench_lib.treemem import PeakSampler, ProcessMemory
-from importer.gearmand import GearmandProcess, free_port
 
 MB = 2**20
 WORKER_TIMEOUT = 3600.0
@@ -29,12 +34,8 @@ def _name(doc: Doc) -> str:
 
 def _step(doc: Doc, work: Path, breakdowns: dict[int, list[ProcessMemory]]) -> Step:
     def step(series: Series) -> None:
-        data = work / f"memory-{doc.pages}"
-        shutil.rmtree(data, ignore_errors=True)
-        data.mkdir(parents=True)
-        gearmand = GearmandProcess(data_dir=data / "gearmand", port=free_port())
-        gearmand.start()
-        try:
+        data = fresh_dir(work / f"memory-{doc.pages}")
+        with own_gearmand(data) as gearmand:
             env = importer_env(data, gearmand.address)
             env["IMPORTER_ALLOWED_ROOTS"] = str(doc.path.parent.resolve())
             submitted = run(importer("submit", str(doc.path), "--email", EMAIL, "--json"), env=env)
@@ -51,8 +52,6 @@ def _step(doc: Doc, work: Path, breakdowns: dict[int, list[ProcessMemory]]) -> S
             if code != 0:
                 raise BenchError(f"importer worker exited with {code}; see {data / 'worker.log'}")
             texts = export_texts(data, gearmand.address, batch)
-        finally:
-            gearmand.stop()
         text = texts.get(str(doc.path.resolve()))
         if text is None:
             raise BenchError(f"{doc.path} was not imported; see {data / 'worker.log'}")

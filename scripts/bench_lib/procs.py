@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
 
 
 class BenchError(Exception):
@@ -45,19 +52,45 @@ def run(
     ok_codes: tuple[int, ...] = (0,),
     cwd: Path | None = None,
 ) -> Finished:
-    started = time.perf_counter()
-    proc = subprocess.run(
-        list(argv),
-        env=dict(env) if env is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        cwd=cwd,
-        check=False,
-    )
-    seconds = time.perf_counter() - started
-    if proc.returncode not in ok_codes:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise BenchError(f"{' '.join(argv[:4])} ... exited with {proc.returncode}:\n{tail}")
-    return Finished(seconds, proc.stdout, proc.stderr)
+    """Run `argv` in a session of its own, its output in files, not pipes: a process it leaves
+    behind cannot hold the bench up, and is killed (and logged) once `argv` has exited."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid, argv)
+            proc.wait()
+            raise BenchError(f"{' '.join(argv[:4])} ... took more than {timeout:.0f} s") from None
+        seconds = time.perf_counter() - started
+        _kill_group(proc.pid, argv)
+        stdout, stderr = (_read(f) for f in (out, err))
+    if code not in ok_codes:
+        tail = "\n".join(stderr.strip().splitlines()[-15:])
+        raise BenchError(f"{' '.join(argv[:4])} ... exited with {code}:\n{tail}")
+    return Finished(seconds, stdout, stderr)
+
+
+def _read(file: IO[bytes]) -> str:
+    file.seek(0)
+    return file.read().decode("utf-8", "replace")
+
+
+def _kill_group(pgid: int, argv: Sequence[str]) -> None:
+    """Kill what is left of the process group `argv` led, saying so: a leak to fix."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return
+    log.warning("%s left processes behind; killing them", " ".join(argv[:4]))
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
