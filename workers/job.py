@@ -119,10 +119,10 @@ def handle(
 
     refusal = confine(claimed.path, ctx.roots)
     if refusal:
-        lifecycle.finish(
+        finished = lifecycle.finish(
             ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=refusal
         )
-        _deliver(ctx)
+        _deliver(ctx, finished)
         return Outcome("failed", refusal)
     return _process(ctx, claimed, progress, should_stop)
 
@@ -171,30 +171,34 @@ def _process(
 def _read(
     ctx: JobContext, claimed: lifecycle.Claimed, progress: Progress, should_stop: Callable[[], bool]
 ) -> Outcome:
+    """Read the document and store it: its page count and pages go with the next flush (at
+    most PAGE_FLUSH_SECONDS apart), the last ones with the finish, so that a short document
+    takes one transaction after its claim."""
     pending: list[lifecycle.StoredPage] = []
     total = 0
+    count: int | None = None  # the page count, until it is stored
     done = len(claimed.done_pages)
     last_flush = time.monotonic()
+    lease = ctx.settings.lease_seconds
 
     def flush() -> bool:
-        nonlocal pending, last_flush
-        ok = lifecycle.save_pages(
-            ctx.db, claimed.id, ctx.owner, pending, ctx.settings.lease_seconds
-        )
-        pending = []
+        nonlocal pending, last_flush, count
+        ok = lifecycle.save_pages(ctx.db, claimed.id, ctx.owner, pending, lease, page_count=count)
+        pending, count = [], None
         last_flush = time.monotonic()
         return ok
 
     events = process_document(
-        claimed.path, lang=claimed.lang, limits=ctx.limits, skip_pages=claimed.done_pages
+        claimed.path,
+        lang=claimed.lang,
+        limits=ctx.limits,
+        skip_pages=claimed.done_pages,
+        text_layer=claimed.text_layer,
     )
     try:
         for event in events:
             if isinstance(event, DocumentInfo):
-                total = event.pages
-                lifecycle.set_page_count(
-                    ctx.db, claimed.id, ctx.owner, total, ctx.settings.lease_seconds
-                )
+                total = count = event.pages
                 progress(done, total)
             elif isinstance(event, PageResult):
                 pending.append(
@@ -216,10 +220,10 @@ def _read(
     except DocumentError as e:
         flush()
         if not e.transient:
-            lifecycle.finish(
+            finished = lifecycle.finish(
                 ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=e.reason
             )
-            _deliver(ctx)
+            _deliver(ctx, finished)
             return Outcome("failed", e.reason)
         status = lifecycle.retry_later(
             ctx.db,
@@ -232,11 +236,18 @@ def _read(
         return Outcome("dead" if status == DocStatus.dead else "retry", e.reason)
     finally:
         _close(events)
-    if not flush():
+    finished = lifecycle.finish(
+        ctx.db,
+        claimed.id,
+        owner=ctx.owner,
+        status=DocStatus.done,
+        pages=pending,
+        page_count=count,
+        lease_seconds=lease,
+    )
+    if not finished:
         return Outcome("dropped", "lease lost")
-    if not lifecycle.finish(ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.done):
-        return Outcome("dropped", "lease lost")
-    _deliver(ctx)
+    _deliver(ctx, finished)
     return Outcome("done", f"{done} pages")
 
 
@@ -247,8 +258,13 @@ def _close(events: Iterator[object]) -> None:
         close()
 
 
-def _deliver(ctx: JobContext) -> None:
-    """Send what the document's end decided; a database hiccup leaves it to the reaper."""
+def _deliver(ctx: JobContext, finished: lifecycle.Finished | None = None) -> None:
+    """Send what the document's end decided; a database hiccup leaves it to the reaper.
+
+    A finish that queued no e-mail has nothing to send now (what an earlier pass left
+    behind is the reaper's)."""
+    if finished is not None and finished is not lifecycle.Finished.mail:
+        return
     try:
         deliver_pending(
             ctx.db, mail_url=ctx.settings.resolved_mail_url, mail_from=ctx.settings.mail_from

@@ -145,38 +145,68 @@ def extend_lease(db: Database, doc_id: int, owner: str, lease_seconds: int) -> b
 
 @waits_for_database
 def save_pages(
-    db: Database, doc_id: int, owner: str, pages: Sequence[StoredPage], lease_seconds: int
+    db: Database,
+    doc_id: int,
+    owner: str,
+    pages: Sequence[StoredPage],
+    lease_seconds: int,
+    *,
+    page_count: int | None = None,
 ) -> bool:
-    """Store pages idempotently (replace by number) and extend the lease; False if lost."""
-    if not pages:
+    """Store pages idempotently (replace by number), and the page count when given, and
+    extend the lease; False if it is lost."""
+    if not pages and page_count is None:
         return True
     with db.session() as s:
-        lease = s.execute(
-            update(Document)
-            .where(_owned(doc_id, owner))
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        )
-        if lease.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        numbers = [p.number for p in pages]
-        s.execute(delete(Page).where(Page.document_id == doc_id, Page.number.in_(numbers)))
-        s.execute(
-            insert(Page),
-            [
-                {
-                    "document_id": doc_id,
-                    "number": p.number,
-                    "text": p.text,
-                    "source": p.source,
-                    "confidence": p.confidence,
-                    "seconds": p.seconds,
-                }
-                for p in pages
-            ],
-        )
-        count = s.scalar(select(func.count()).select_from(Page).where(Page.document_id == doc_id))
-        s.execute(update(Document).where(Document.id == doc_id).values(pages_done=count))
+        return _store(s, doc_id, owner, pages, lease_seconds, page_count)
+
+
+def _store(  # type: ignore[no-untyped-def]
+    s,
+    doc_id: int,
+    owner: str,
+    pages: Sequence[StoredPage],
+    lease_seconds: int,
+    page_count: int | None,
+) -> bool:
+    values: dict[str, object] = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
+    if page_count is not None:
+        values["pages"] = page_count
+    lease = s.execute(update(Document).where(_owned(doc_id, owner)).values(**values))
+    if lease.rowcount != 1:
+        return False
+    if not pages:
         return True
+    numbers = [p.number for p in pages]
+    s.execute(delete(Page).where(Page.document_id == doc_id, Page.number.in_(numbers)))
+    s.execute(
+        insert(Page),
+        [
+            {
+                "document_id": doc_id,
+                "number": p.number,
+                "text": p.text,
+                "source": p.source,
+                "confidence": p.confidence,
+                "seconds": p.seconds,
+            }
+            for p in pages
+        ],
+    )
+    count = s.scalar(select(func.count()).select_from(Page).where(Page.document_id == doc_id))
+    s.execute(update(Document).where(Document.id == doc_id).values(pages_done=count))
+    return True
+
+
+class Finished(StrEnum):
+    """What a finish call did: `mail` when it also queued an e-mail to send now."""
+
+    lost = "lost"  # the lease was lost (or the document is gone): nothing changed
+    done = "done"
+    mail = "mail"
+
+    def __bool__(self) -> bool:
+        return self is not Finished.lost
 
 
 @waits_for_database
@@ -187,20 +217,29 @@ def finish(
     owner: str | None,
     status: DocStatus,
     error: str | None = None,
-) -> bool:
-    """Record the end of a document and, in the same transaction, of its batch.
+    pages: Sequence[StoredPage] = (),
+    page_count: int | None = None,
+    lease_seconds: int = 0,
+) -> Finished:
+    """Record the end of a document and, in the same transaction, of its batch; the
+    document's last pages (and its page count) may come along, so that a short document
+    is stored in one transaction after its claim.
 
     The batch row is locked first so that two workers finishing the last two documents
     at once serialize here: exactly one of them sees none left and writes the outbox row.
-    Returns whether this call made the transition (False: the lease was lost).
+    Returns whether this call made the transition (false: the lease was lost), and
+    whether it queued an e-mail.
     """
     assert status in FINISHED
     now = utcnow()
     with db.session(immediate=True) as s:
         batch_id = s.scalar(select(Document.batch_id).where(Document.id == doc_id))
         if batch_id is None:
-            return False
+            return Finished.lost
         batch = s.execute(select(Batch).where(Batch.id == batch_id).with_for_update()).scalar_one()
+        stores = bool(pages) or page_count is not None
+        if owner and stores and not _store(s, doc_id, owner, pages, lease_seconds, page_count):
+            return Finished.lost
         guard = (
             _owned(doc_id, owner)
             if owner
@@ -217,17 +256,19 @@ def finish(
                 lease_expires_at=None,
                 next_attempt_at=None,
             )
+            .returning(Document.job_id)
         )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return False
-        doc = s.execute(select(Document.job_id).where(Document.id == doc_id)).scalar_one()
+        job_id = result.scalar_one_or_none()
+        if job_id is None:
+            return Finished.lost
+        mail = False
         if batch.notify == NotifyMode.each:
-            _add_outbox(s, f"doc:{doc}", batch)
-        _close_batch_if_done(s, batch, now)
-        return True
+            mail = _add_outbox(s, f"doc:{job_id}", batch)
+        return Finished.mail if _close_batch_if_done(s, batch, now) or mail else Finished.done
 
 
-def _close_batch_if_done(s, batch: Batch, now: datetime) -> None:  # type: ignore[no-untyped-def]
+def _close_batch_if_done(s, batch: Batch, now: datetime) -> bool:  # type: ignore[no-untyped-def]
+    """Close the batch if nothing is left; True if that queued its e-mail."""
     left = s.scalar(
         select(func.count())
         .select_from(Document)
@@ -236,13 +277,15 @@ def _close_batch_if_done(s, batch: Batch, now: datetime) -> None:  # type: ignor
     if left == 0 and batch.finished_at is None:
         batch.finished_at = now
         if batch.notify == NotifyMode.batch:
-            _add_outbox(s, f"batch:{batch.id}:{now.timestamp():.6f}", batch)
+            return _add_outbox(s, f"batch:{batch.id}:{now.timestamp():.6f}", batch)
+    return False
 
 
-def _add_outbox(s, key: str, batch: Batch) -> None:  # type: ignore[no-untyped-def]
+def _add_outbox(s, key: str, batch: Batch) -> bool:  # type: ignore[no-untyped-def]
     exists = s.scalar(select(Outbox.id).where(Outbox.key == key))
     if exists is None:
         s.add(Outbox(key=key, batch_id=batch.id, recipient=batch.email))
+    return exists is None
 
 
 @waits_for_database
