@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -29,30 +30,60 @@ from workers.supervisor import Supervisor, WorkerOptions
 log = logging.getLogger(__name__)
 
 
-def _gearmand_for(settings: Settings, stack: ExitStack, err: Console) -> Settings:
-    """Use the configured gearmand if it answers; otherwise start a private one on loopback."""
+class _PrivateGearmand:
+    """A private gearmand started in a thread, so that it starts while we open the database.
+
+    `ready()` joins the thread: call it before forking workers (a fork must not copy a
+    running thread), and it says the same thing `run` always said once gearmand answers.
+    """
+
+    def __init__(self, settings: Settings, stack: ExitStack) -> None:
+        self.proc = GearmandProcess(
+            data_dir=settings.data_dir.resolve(),
+            port=free_port(),
+            job_retries=settings.gearmand_job_retries,
+        )
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._start, name="gearmand-start", daemon=True)
+        stack.callback(self._stop)
+        self.thread.start()
+
+    def _stop(self) -> None:
+        self.thread.join()  # a start still under way would leave a gearmand behind
+        self.proc.stop()
+
+    def _start(self) -> None:
+        try:
+            self.proc.start()
+        except BaseException as e:  # raised in the main thread by ready()
+            self.error = e
+
+    def ready(self, settings: Settings, err: Console) -> Settings:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        err.print(
+            f"started a private gearmand on {self.proc.address} (queue in {settings.data_dir})"
+        )
+        return settings.model_copy(update={"gearman_servers": self.proc.address})
+
+
+def _gearmand_for(settings: Settings, stack: ExitStack) -> _PrivateGearmand | None:
+    """None to use the configured gearmand, which answers; otherwise a private one on
+    loopback, starting."""
     gio = GearmanIO.from_settings(settings)
     try:
         reachable = any(h.reachable for h in gio.ping())
     finally:
         gio.close()
     if reachable:
-        return settings
+        return None
     if settings.gearman_servers_explicit:
         raise GearmanUnavailable(
             f"IMPORTER_GEARMAN_SERVERS={settings.gearman_servers} does not answer: start it "
             "(`importer gearmand`), or unset the variable to let `run` start a private one"
         )
-    proc = GearmandProcess(
-        data_dir=settings.data_dir.resolve(),
-        port=free_port(),
-        job_retries=settings.gearmand_job_retries,
-    )
-    proc.start()
-    stack.callback(proc.stop)
-    proc.wait_ready()
-    err.print(f"started a private gearmand on {proc.address} (queue in {settings.data_dir})")
-    return settings.model_copy(update={"gearman_servers": proc.address})
+    return _PrivateGearmand(settings, stack)
 
 
 def _roots_for(settings: Settings, paths: Sequence[str]) -> Settings:
@@ -63,6 +94,10 @@ def _roots_for(settings: Settings, paths: Sequence[str]) -> Settings:
         p = Path(raw).resolve()
         roots.append(str(p if p.is_dir() else p.parent))
     return settings.model_copy(update={"allowed_roots": ":".join(roots)})
+
+
+POLL_SECONDS = 0.02  # how often the end of the batch is looked for (one COUNT query)
+REDRAW_SECONDS = 0.1  # how often the progress bar is brought up to date
 
 
 def _wait(db: Database, batch_id: str, total: int, err: Console, quiet: bool) -> None:
@@ -76,12 +111,16 @@ def _wait(db: Database, batch_id: str, total: int, err: Console, quiet: bool) ->
         disable=quiet,
     ) as bar:
         task = bar.add_task("ocr", total=total, pages=0)
+        redraw = 0.0
         while True:
-            b = overview(db, batch_id)["batches"][0]
-            bar.update(task, completed=b["done"] + b["failed"], pages=b["pages_done"])
-            if unfinished(db, batch_id) == 0:
+            left = unfinished(db, batch_id)
+            if not quiet and (left == 0 or time.monotonic() >= redraw):
+                b = overview(db, batch_id)["batches"][0]
+                bar.update(task, completed=b["done"] + b["failed"], pages=b["pages_done"])
+                redraw = time.monotonic() + REDRAW_SECONDS
+            if left == 0:
                 return
-            time.sleep(0.1)
+            time.sleep(POLL_SECONDS)
 
 
 def run_all(
@@ -112,11 +151,16 @@ def run_all(
             raise BadInput(f"{raw}: no such file or directory")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings = _roots_for(settings, paths)
-    settings.keyring()  # generate keys once, before workers race for them
-    db = open_database(settings.resolved_database_url)
-    started = time.monotonic()
     with ExitStack() as stack:
-        settings = _gearmand_for(settings, stack, err)
+        private = _gearmand_for(settings, stack)  # it starts while the database opens
+        settings.keyring()  # generate keys once, before workers race for them
+        db = open_database(settings.resolved_database_url)
+        started = time.monotonic()
+        if private is not None:
+            settings = private.ready(settings, err)
+        # Everything imported so far lives until exit: the collector need not walk it again
+        # (at exit that walk alone took half a second), and forked workers share its pages.
+        gc.freeze()
         sup = Supervisor(
             settings,
             WorkerOptions(
