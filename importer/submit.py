@@ -2,7 +2,9 @@
 
 Files are classified by their first bytes, not their names. A group of files is hashed,
 checked for earlier imports, inserted in one transaction and sent to gearmand in one
-pipelined round trip, so submission never waits on a round trip per file.
+pipelined round trip, so submission never waits on a round trip per file. The round trip
+runs on a background thread while the next group is read, hashed and recorded; one group
+is in flight at a time, so memory stays flat in the number of files.
 """
 
 from __future__ import annotations
@@ -13,26 +15,30 @@ import logging
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, or_, select, update
 
 from importer import payload
 from importer.db.engine import Database
 from importer.db.lifecycle import close_batch_if_done
 from importer.db.models import Batch, Document, utcnow
 from importer.errors import BadInput, GearmanUnavailable
-from importer.gearman_io import GearmanIO
-from importer.requeue import send
+from importer.gearman_io import GearmanIO, JobSpec
+from importer.requeue import store_handles
 from importer.states import DocStatus, NotifyMode, Priority, TextLayerMode
 
 log = logging.getLogger(__name__)
 
 GROUP = 500
 SNIFF_BYTES = 1024
+READ_BYTES = 1 << 20
 PDF_MAGIC = b"%PDF-"
+NOT_PDF = "not a PDF (the file does not start with %PDF-)"
 
 
 @dataclass(frozen=True)
@@ -82,8 +88,8 @@ def within(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
-def _matches(path: Path, patterns: Sequence[str]) -> bool:
-    return any(fnmatch.fnmatch(path.name, p) or fnmatch.fnmatch(str(path), p) for p in patterns)
+def _matches(path: str, name: str, patterns: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(path, p) for p in patterns)
 
 
 def resolve_args(paths: Sequence[str], roots: Sequence[Path]) -> list[tuple[Path, bool]]:
@@ -103,52 +109,76 @@ def resolve_args(paths: Sequence[str], roots: Sequence[Path]) -> list[tuple[Path
     return resolved
 
 
-def walk(paths: Sequence[str], opts: SubmitOptions, roots: Sequence[Path]) -> Iterator[Path]:
-    """Resolved regular files to consider, in a stable order."""
+def walk(paths: Sequence[str], opts: SubmitOptions, roots: Sequence[Path]) -> Iterator[str]:
+    """Resolved regular files to consider, in a stable order (each directory's files by name,
+    then its subdirectories by name), holding one directory listing at a time."""
     for real, is_dir in resolve_args(paths, roots):
-        if not is_dir:
-            yield real
+        if is_dir:
+            yield from _walk_dir(str(real), opts, roots)
+        else:
+            yield str(real)
+
+
+def _walk_dir(top: str, opts: SubmitOptions, roots: Sequence[Path]) -> Iterator[str]:
+    # `top` is resolved and only real directories are entered, so a plain file's path is
+    # already its real path inside the roots: only symbolic links need resolving.
+    stack = [top]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as e:
+            log.warning("%s: cannot list (%s), skipped", current, e.strerror)
             continue
-        walker = os.walk(real, followlinks=False)
-        for top, dirs, files in walker:
-            dirs.sort()
-            if not opts.recursive:
-                dirs.clear()
-            for name in sorted(files):
-                path = Path(top, name)
-                if opts.include and not _matches(path, opts.include):
+        subdirs: list[str] = []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if opts.recursive:
+                    subdirs.append(entry.path)
+                continue
+            path = entry.path
+            if opts.include and not _matches(path, entry.name, opts.include):
+                continue
+            if opts.exclude and _matches(path, entry.name, opts.exclude):
+                continue
+            if entry.is_symlink():
+                real = os.path.realpath(path)
+                if not os.path.isfile(real):
                     continue
-                if opts.exclude and _matches(path, opts.exclude):
+                if roots and not within(Path(real), roots):
+                    log.warning("%s: link to %s outside the allowed roots, skipped", path, real)
                     continue
-                real_file = path.resolve()
-                if not real_file.is_file():
-                    continue
-                if roots and not within(real_file, roots):
-                    log.warning(
-                        "%s: link to %s outside the allowed roots, skipped", path, real_file
-                    )
-                    continue
-                yield real_file
+                yield real
+            elif entry.is_file(follow_symlinks=False):
+                yield path
+        stack.extend(reversed(subdirs))
 
 
-def inspect(path: Path) -> Candidate | None:
+def inspect(path: str) -> Candidate | None:
     """Sniff and hash one file in a single read; None when it cannot be read."""
-    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(SNIFF_BYTES)
-            digest.update(head)
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-            size = handle.tell()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         log.warning("%s: cannot read (%s), skipped", path, e.strerror)
         return None
-    return Candidate(str(path), size, digest.hexdigest(), PDF_MAGIC in head)
+    try:
+        head = os.read(fd, READ_BYTES)
+        digest = hashlib.sha256(head)
+        size = len(head)
+        while chunk := os.read(fd, READ_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    except OSError as e:
+        log.warning("%s: cannot read (%s), skipped", path, e.strerror)
+        return None
+    finally:
+        os.close(fd)
+    return Candidate(path, size, digest.hexdigest(), PDF_MAGIC in head[:SNIFF_BYTES])
 
 
-def _groups(items: Iterable[Path], size: int) -> Iterator[list[Path]]:
-    group: list[Path] = []
+def _groups(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    group: list[str] = []
     for item in items:
         group.append(item)
         if len(group) >= size:
@@ -168,150 +198,311 @@ def submit(
     roots: Sequence[Path] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> SubmitResult:
-    """Record a batch and enqueue its documents; `progress(files_seen, submitted)` as it goes."""
+    """Record a batch and enqueue its documents; `progress(files_seen, submitted)` as it goes.
+
+    If gearmand goes away part-way, the jobs it accepted stay queued (with their handles),
+    the rest of the batch is marked failed for `importer retry`, and GearmanUnavailable
+    says how many were queued; a batch of which no job was accepted is removed.
+    """
     files = walk(paths, opts, roots)
     result = SubmitResult(batch_id=None if opts.dry_run else new_batch_id())
-    seen_hashes: set[str] = set()
+    if opts.dry_run or db is None:
+        _dry_run(db, files, opts, result, progress)
+        return result
+    assert gio is not None and result.batch_id is not None
+    pipeline = _Pipeline(db, gio, keyring, opts, result)
     seen = 0
-    batch_created = False
     try:
         for group in _groups(files, GROUP):
             candidates = [c for c in map(inspect, group) if c is not None]
             seen += len(group)
-            keep = _classify(db, candidates, opts, seen_hashes, result)
+            keep = _classify(db, candidates, opts, result, batch_id=pipeline.batch_id)
             result.not_pdf += sum(not c.is_pdf for c in keep)
-            if opts.dry_run:
-                result.would_submit.extend(c.path for c in keep if c.is_pdf)
-                result.submitted += sum(c.is_pdf for c in keep)
-            elif keep:
-                assert db is not None and gio is not None and result.batch_id is not None
-                if not batch_created:
-                    _create_batch(db, result.batch_id, opts)
-                    batch_created = True
-                result.submitted += _record_and_send(db, gio, keyring, result.batch_id, keep)
+            if keep:
+                pipeline.add(keep)
             if progress:
                 progress(seen, result.submitted)
-    except GearmanUnavailable:
-        if batch_created and db is not None and result.batch_id:
-            _abandon_unsent(db, result.batch_id, result.submitted)
-        raise
-    if not opts.dry_run and db is not None and result.batch_id:
-        if not batch_created:
-            result.batch_id = None
-        else:
-            with db.session() as s:
-                s.execute(
-                    update(Batch)
-                    .where(Batch.id == result.batch_id)
-                    .values(total=result.submitted + result.not_pdf, skipped=result.skipped)
-                )
-            close_batch_if_done(db, result.batch_id)
+        pipeline.finish()
+    except GearmanUnavailable as e:
+        pipeline.abandon(e, seen)  # raises
+    finally:
+        pipeline.close()
+    if not pipeline.batch_id:
+        result.batch_id = None
     return result
+
+
+def _dry_run(
+    db: Database | None,
+    files: Iterable[str],
+    opts: SubmitOptions,
+    result: SubmitResult,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    seen_hashes: set[str] = set()
+    seen = 0
+    for group in _groups(files, GROUP):
+        candidates = [c for c in map(inspect, group) if c is not None]
+        seen += len(group)
+        keep = _classify(db, candidates, opts, result, seen_hashes=seen_hashes)
+        result.not_pdf += sum(not c.is_pdf for c in keep)
+        result.would_submit.extend(c.path for c in keep if c.is_pdf)
+        result.submitted += sum(c.is_pdf for c in keep)
+        if progress:
+            progress(seen, result.submitted)
 
 
 def _classify(
     db: Database | None,
     candidates: list[Candidate],
     opts: SubmitOptions,
-    seen_hashes: set[str],
     result: SubmitResult,
+    *,
+    batch_id: str | None = None,
+    seen_hashes: set[str] | None = None,
 ) -> list[Candidate]:
+    """Drop files that are not PDFs by name or content, and duplicates unless --force.
+
+    A duplicate is a PDF with the sha256 of one imported before (done), of one earlier in
+    this batch (in the database, so nothing grows with the number of files), or of one
+    earlier in `seen_hashes` (a dry run, which records nothing).
+    """
     keep: list[Candidate] = []
+    group_hashes: set[str] = set()
+    seen = group_hashes if seen_hashes is None else seen_hashes
     for c in candidates:
         if not c.is_pdf and not c.path.lower().endswith(".pdf"):
             result.ignored += 1
-        elif c.is_pdf and c.sha256 in seen_hashes and not opts.force:
+        elif c.is_pdf and c.sha256 in seen and not opts.force:
             result.skipped += 1
         else:
-            seen_hashes.add(c.sha256)
+            seen.add(c.sha256)
             keep.append(c)
-    if opts.force or db is None or not keep:
+    hashes = [c.sha256 for c in keep if c.is_pdf]
+    if opts.force or db is None or not hashes:
         return keep
+    earlier = Document.status == DocStatus.done
+    if batch_id is not None:
+        earlier = or_(earlier, Document.batch_id == batch_id)
     with db.session() as s:
         imported = set(
-            s.scalars(
-                select(Document.sha256).where(
-                    Document.sha256.in_([c.sha256 for c in keep if c.is_pdf]),
-                    Document.status == DocStatus.done,
-                )
-            )
+            s.scalars(select(Document.sha256).where(Document.sha256.in_(hashes), earlier))
         )
     result.skipped += sum(1 for c in keep if c.is_pdf and c.sha256 in imported)
     return [c for c in keep if not (c.is_pdf and c.sha256 in imported)]
 
 
-def _create_batch(db: Database, batch_id: str, opts: SubmitOptions) -> None:
-    with db.session() as s:
-        s.add(
-            Batch(
-                id=batch_id,
-                email=opts.email,
-                notify=opts.notify,
-                lang=opts.lang,
-                priority=opts.priority,
-                text_layer=opts.text_layer,
-            )
-        )
+@dataclass
+class _InFlight:
+    future: Future[dict[str, str]]
+    ids: dict[str, int]  # job id -> document id
 
 
-def _record_and_send(
-    db: Database, gio: GearmanIO, keyring: payload.Keyring, batch_id: str, keep: list[Candidate]
-) -> int:
-    """Insert one group's rows, then send its PDFs in one pipelined round trip.
+class _Pipeline:
+    """Records groups on this thread and sends them on one background thread.
 
-    Largest files go first: gearmand hands jobs out in order, and starting the longest
-    documents early keeps every worker busy until the end instead of leaving one
-    finishing a big file alone (longest-processing-time-first).
+    The database is used from this thread only (SQLite connections stay on their thread);
+    the sender only talks to gearmand, through a GearmanIO no one else uses meanwhile.
+    Group k's handles are stored in the transaction that records group k+2.
     """
-    now = utcnow()
-    keep = sorted(keep, key=lambda c: c.size, reverse=True)
-    rows = [
-        {
-            "batch_id": batch_id,
-            "path": c.path,
-            "size": c.size,
-            "sha256": c.sha256,
-            "job_id": new_job_id(),
-            "status": DocStatus.queued if c.is_pdf else DocStatus.failed,
-            "error": None if c.is_pdf else "not a PDF (the file does not start with %PDF-)",
-            "enqueued_at": now if c.is_pdf else None,
-            "finished_at": None if c.is_pdf else now,
-        }
-        for c in keep
-    ]
-    with db.session() as s:
-        s.execute(insert(Document), rows)
-        ids = list(
-            s.scalars(
-                select(Document.id)
-                .where(
-                    Document.job_id.in_(
-                        [r["job_id"] for r in rows if r["status"] == DocStatus.queued]
+
+    def __init__(
+        self,
+        db: Database,
+        gio: GearmanIO,
+        keyring: payload.Keyring,
+        opts: SubmitOptions,
+        result: SubmitResult,
+    ) -> None:
+        self.db = db
+        self.gio = gio
+        self.keyring = keyring
+        self.opts = opts
+        self.result = result
+        self.batch_id: str | None = None  # set once the batch row exists
+        self.accepted = 0  # jobs gearmand accepted, handles stored or not
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="submit-send")
+        self._in_flight: _InFlight | None = None
+        self._handles: list[tuple[int, str]] = []  # accepted, not yet stored
+        self._recorded: dict[str, int] = {}  # recorded, not yet handed to the sender
+
+    def add(self, keep: list[Candidate]) -> None:
+        """Record and sign a group, collect the group in flight, then send this one.
+
+        Signing happens here, not on the sender, so that gearmand, the slowest part, gets
+        the next group as soon as it has answered the last.
+        """
+        jobs = self._record(keep)
+        specs = [
+            JobSpec(
+                unique=job_id,
+                data=payload.encode(job_id, path, self.opts.email, keyring=self.keyring),
+                priority=self.opts.priority,
+            )
+            for job_id, path in jobs
+        ]
+        self._collect()
+        self._dispatch(specs)
+
+    def _record(self, keep: list[Candidate]) -> list[tuple[str, str]]:
+        # Largest files go first: gearmand hands jobs out in order, and starting the longest
+        # documents early keeps every worker busy until the end instead of leaving one
+        # finishing a big file alone (longest-processing-time-first).
+        keep = sorted(keep, key=lambda c: c.size, reverse=True)
+        now = utcnow()
+        batch_id = self.result.batch_id
+        rows: list[dict[str, Any]] = [
+            {
+                "batch_id": batch_id,
+                "path": c.path,
+                "size": c.size,
+                "sha256": c.sha256,
+                "job_id": new_job_id(),
+                "status": DocStatus.queued if c.is_pdf else DocStatus.failed,
+                "error": None if c.is_pdf else NOT_PDF,
+                "enqueued_at": now if c.is_pdf else None,
+                "finished_at": None if c.is_pdf else now,
+            }
+            for c in keep
+        ]
+        table: Any = Document.__table__
+        with self.db.session() as s:
+            if self.batch_id is None:
+                s.add(
+                    Batch(
+                        id=batch_id,
+                        email=self.opts.email,
+                        notify=self.opts.notify,
+                        lang=self.opts.lang,
+                        priority=self.opts.priority,
+                        text_layer=self.opts.text_layer,
                     )
                 )
-                .order_by(Document.id)
+                s.flush()
+            returned = s.connection().execute(
+                insert(table).returning(table.c.id, table.c.job_id), rows
             )
-        )
-    return send(db, gio, ids, keyring) if ids else 0
+            ids = {job_id: doc_id for doc_id, job_id in returned}
+            store_handles(s, self._handles)
+        self.batch_id = batch_id
+        self._handles = []
+        jobs = [(r["job_id"], r["path"]) for r in rows if r["status"] == DocStatus.queued]
+        self._recorded = {job_id: ids[job_id] for job_id, _ in jobs}
+        return jobs
 
-
-def _abandon_unsent(db: Database, batch_id: str, sent: int) -> None:
-    """gearmand went away mid-submit: delete an empty batch, or mark what was not sent."""
-    with db.session() as s:
-        if sent == 0:
-            s.execute(delete(Document).where(Document.batch_id == batch_id))
-            s.execute(delete(Batch).where(Batch.id == batch_id))
+    def _dispatch(self, specs: list[JobSpec]) -> None:
+        if not specs:
             return
-        s.execute(
-            update(Document)
-            .where(
-                Document.batch_id == batch_id,
-                Document.status == DocStatus.queued,
-                Document.enqueued_at.is_(None),
+        future = self._sender.submit(self.gio.submit_background, specs)
+        self._in_flight = _InFlight(future, self._recorded)
+        self._recorded = {}
+
+    def _collect(self) -> None:
+        """Wait for the group in flight; keep the handles of what gearmand accepted.
+
+        On a GearmanUnavailable the accepted part of the group is kept and its rejected rest
+        joins the recorded-but-unsent documents, which abandon() marks failed.
+        """
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return
+        try:
+            handles = flight.future.result()
+        except GearmanUnavailable as e:
+            accepted: dict[str, str] = getattr(e, "accepted", {})
+            self._take(flight.ids, accepted)
+            self._recorded.update({j: d for j, d in flight.ids.items() if j not in accepted})
+            raise
+        self._take(flight.ids, handles)
+
+    def _take(self, ids: dict[str, int], handles: dict[str, str]) -> None:
+        taken = [(ids[j], handle) for j, handle in handles.items() if j in ids]
+        self._handles.extend(taken)
+        self.accepted += len(taken)
+        self.result.submitted += len(taken)
+
+    def finish(self) -> None:
+        """Collect the last group; store the handles and the batch's totals."""
+        self._collect()
+        if self.batch_id is None:
+            return
+        with self.db.session() as s:
+            store_handles(s, self._handles)
+            s.execute(
+                update(Batch)
+                .where(Batch.id == self.batch_id)
+                .values(
+                    total=self.result.submitted + self.result.not_pdf,
+                    skipped=self.result.skipped,
+                )
             )
-            .values(
-                status=DocStatus.failed,
-                error="not enqueued: gearmand was unreachable; run `importer retry` for this batch",
-                finished_at=utcnow(),
-            )
-        )
+        self._handles = []
+        close_batch_if_done(self.db, self.batch_id)
+
+    def abandon(self, error: GearmanUnavailable, files_seen: int) -> None:
+        """gearmand went away: keep what it accepted, mark the rest failed, and raise.
+
+        A batch of which gearmand accepted nothing is deleted (no worker can meet one of its
+        jobs); otherwise it stays, with the right total, so it finishes and sends its e-mail
+        once the queued documents are done, and `importer retry` can send the rest.
+        """
+        batch_id = self.batch_id
+        if batch_id is None:
+            raise error
+        unsent = list(self._recorded.values())
+        with self.db.session() as s:
+            store_handles(s, self._handles)
+            if self.accepted == 0:
+                s.execute(delete(Document).where(Document.batch_id == batch_id))
+                s.execute(delete(Batch).where(Batch.id == batch_id))
+            else:
+                now = utcnow()
+                for first in range(0, len(unsent), GROUP):
+                    s.execute(
+                        update(Document)
+                        .where(Document.id.in_(unsent[first : first + GROUP]))
+                        .values(
+                            status=DocStatus.failed,
+                            error="not enqueued: gearmand was unreachable; "
+                            f"run `importer retry {batch_id}`",
+                            enqueued_at=None,
+                            finished_at=now,
+                        )
+                    )
+                total = s.scalar(
+                    select(func.count()).select_from(Document).where(Document.batch_id == batch_id)
+                )
+                s.execute(
+                    update(Batch)
+                    .where(Batch.id == batch_id)
+                    .values(total=total or 0, skipped=self.result.skipped)
+                )
+        self._handles, self._recorded = [], {}
+        if self.accepted == 0:
+            self.batch_id = self.result.batch_id = None
+            raise GearmanUnavailable(
+                f"gearmand accepted no job of this submit, so nothing was recorded: {error.message}"
+            ) from error
+        close_batch_if_done(self.db, batch_id)
+        raise GearmanUnavailable(
+            f"gearmand went away during the submit, after {files_seen} files were read: "
+            f"{self.accepted} documents of batch {batch_id} were queued, {len(unsent)} were "
+            f"not (marked failed); once gearmand is back, run `importer retry {batch_id}` "
+            f"to send them. ({error.message})"
+        ) from error
+
+    def close(self) -> None:
+        """Wait for any send still in flight (after an unexpected error) and stop the thread.
+
+        Its handles are stored if the database allows; if not, the documents stay queued
+        and marked enqueued, and the reaper's lost-job check finds them if need be.
+        """
+        flight = self._in_flight
+        if flight is not None:
+            try:
+                self._collect()
+                with self.db.session() as s:
+                    store_handles(s, self._handles)
+            except Exception as e:  # already failing with another error: keep that one
+                log.warning("handles of the last group not stored: %s", e)
+        self._sender.shutdown(wait=True)
