@@ -211,3 +211,24 @@ def test_batch_mail_over_real_smtp(inbox: Path, env: dict[str, str], smtp_server
     assert str(batch) in message["Subject"]
     body = message.get_content()
     assert "broken.pdf" in body and "importer retry" in body
+
+
+def page_sources(env: dict[str, str], batch_id: str) -> list[PageSource]:
+    db = open_database(settings_from(env).resolved_database_url)
+    with db.session() as s:
+        query = select(Page.source).join(Document).where(Document.batch_id == batch_id)
+        return list(s.scalars(query.order_by(Page.number)))
+
+
+def test_workers_follow_the_batch_text_layer_mode(env: dict[str, str]) -> None:
+    """Each batch keeps the mode it was submitted with, whatever the worker's settings."""
+    pdf = str(SAMPLES / "born_digital.pdf")
+    ocr = submit_json(Path(pdf), env, "--text-layer", "ocr")
+    env["IMPORTER_TEXT_LAYER"] = "keep"  # the submit default, for the next batch only
+    kept = submit_json(Path(pdf), env, "--force")
+    env["IMPORTER_TEXT_LAYER"] = "ocr"  # a worker's own setting changes nothing
+    importer("worker", "--burst", env=env, check=True)
+    assert page_sources(env, str(ocr["batch_id"])) == [PageSource.ocr] * 3
+    assert page_sources(env, str(kept["batch_id"])) == [PageSource.text_layer] * 3
+    bad = importer("submit", pdf, "--email", "a@b.example", "--text-layer", "fast", env=env)
+    assert bad.returncode == 2 and "--text-layer" in bad.stderr

@@ -499,6 +499,7 @@ def child_main() -> int:
         skip_pages=request["skip"],
         work_dir=request["work_dir"],
         on_step=lambda: send({"t": "step"}),
+        text_layer=request["text_layer"],
     )
     try:
         for item in pages:
