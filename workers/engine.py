@@ -151,9 +151,10 @@ def _discard_forkserver(server: ForkServer, why: str) -> None:
 
 
 def _recycle() -> None:
-    """A fork server that has served its share is replaced by a fresh one."""
+    """A fork server that has served its share is replaced by a fresh one (closing its
+    socket makes it kill and reap what it still runs)."""
     global _server
-    if _server is not None and _server.documents >= MAX_DOCUMENTS and not _server.exited:
+    if _server is not None and _server.documents >= MAX_DOCUMENTS:
         _server.close()
         _server = None
         _forkserver()
@@ -217,6 +218,7 @@ class _Child:
         self.stderr: BinaryIO | None = stderr
         self.returncode: int | None = None
         self.lost: str | None = None  # why the exit status will never be known
+        self.done = False  # it sent every page and closed its pipes: it is exiting
 
     def wait(self, timeout: float) -> int | None:
         """The exit status (None if lost with the fork server); TimeoutExpired if it runs on."""
@@ -234,6 +236,15 @@ class _Child:
             self.server.kill(self.pid)
         except ForkServerError as e:
             self._lose(str(e))
+
+    def let_go(self) -> None:
+        """A child that is done is not waited for: the server kills what is left of its
+        group and reaps it while we go on with the next document."""
+        if self.returncode is None and self.lost is None:
+            try:
+                self.server.let_go(self.pid)
+            except ForkServerError as e:
+                self._lose(str(e))
 
     def _lose(self, why: str) -> None:
         """The fork server died or misbehaved: replace it, and kill the group from here.
@@ -299,6 +310,7 @@ class _Watch:
             item = self._decode(self._next(deadline, doc_deadline))
             if isinstance(item, _Done):
                 self._drain(time.monotonic() + GRACE)
+                self.proc.done = not self.selector.get_map()  # it closed both pipes
                 return
             if isinstance(item, DocumentInfo):
                 self.pages = item.pages
@@ -454,15 +466,22 @@ def _kill_group(proc: _Child) -> None:
     the group, cannot be reused by an unrelated process. The fork server, the child's
     parent, does both in that order.
     """
+    if proc.done:
+        proc.let_go()
+    else:
+        _kill_and_reap(proc)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _kill_and_reap(proc: _Child) -> None:
     proc.kill_group()
     try:
         proc.wait(REAP_TIMEOUT)
     except subprocess.TimeoutExpired:
         log.error("engine child %d survives SIGKILL (stuck in the kernel?)", proc.pid)
         proc._lose("a child survived SIGKILL")
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 # The child ----------------------------------------------------------------------------

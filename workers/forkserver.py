@@ -78,6 +78,7 @@ class ForkServer:
         self.ready = False
         self.documents = 0
         self.exited: dict[int, int] = {}  # pid -> status, reported before it was asked for
+        self.forgotten: set[int] = set()  # children whose exit nobody waits for
 
     @property
     def pid(self) -> int:
@@ -102,6 +103,14 @@ class ForkServer:
     def kill(self, pid: int) -> None:
         """SIGKILL the child's group, unless the server has already reaped it."""
         if pid not in self.exited:
+            self._send({"op": "kill", "pid": pid})
+
+    def let_go(self, pid: int) -> None:
+        """Kill the child's group, unless reaped, without waiting for it: the server kills
+        and reaps it on its own, and its exit report is dropped when it comes."""
+        status = self.exited.pop(pid, None)
+        if status is None:
+            self.forgotten.add(pid)
             self._send({"op": "kill", "pid": pid})
 
     def wait(self, pid: int, timeout: float) -> int:
@@ -143,7 +152,10 @@ class ForkServer:
         pid, status = message.get("pid"), message.get("status")
         if not isinstance(pid, int) or not isinstance(status, int):
             raise ForkServerError(f"fork server sent a malformed exit report {message!r:.100}")
-        self.exited[pid] = status
+        if pid in self.forgotten:
+            self.forgotten.discard(pid)
+        else:
+            self.exited[pid] = status
         return True
 
     def _send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:

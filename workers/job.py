@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class JobContext:
         self.keyring = self.settings.keyring()
         self.limits = limits_from(self.settings)
         self.roots = self.settings.roots
+        self.leases = LeaseKeeper(self)
 
 
 @dataclass(frozen=True)
@@ -128,43 +130,52 @@ def handle(
 
 
 class LeaseKeeper:
-    """Renews a claimed document's lease while it is read, so that only a dead worker loses it.
+    """Renews the lease of the document being read, so that only a dead worker loses it.
 
     One page may take longer than the lease (a large scan, a busy machine); without renewal
     the reaper would hand a live worker's document to another. Renewal ends at the
     document's own timeout, so a worker stuck past every limit still loses its lease.
+    One thread per worker process renews whichever document it is reading (a thread per
+    document cost more than reading a short one's text layer).
     """
 
-    def __init__(self, ctx: JobContext, doc_id: int) -> None:
+    def __init__(self, ctx: JobContext) -> None:
         self.ctx = ctx
-        self.doc_id = doc_id
-        self._stop = threading.Event()
-        self._until = time.monotonic() + ctx.settings.document_timeout_seconds
-        self._thread = threading.Thread(target=self._run, name=f"lease-{doc_id}", daemon=True)
+        self._current: tuple[int, float] | None = None  # (document id, renew until)
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def keeping(self, doc_id: int) -> Iterator[None]:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="lease", daemon=True)
+            self._thread.start()
+        self._current = (doc_id, time.monotonic() + self.ctx.settings.document_timeout_seconds)
+        try:
+            yield
+        finally:
+            self._current = None
 
     def _run(self) -> None:
         lease = self.ctx.settings.lease_seconds
-        while not self._stop.wait(max(0.5, lease / 3)) and time.monotonic() < self._until:
+        while True:
+            self._wake.wait(max(0.5, lease / 3))
+            current = self._current
+            if current is None or time.monotonic() >= current[1]:
+                continue
+            doc_id = current[0]
             try:
-                if not lifecycle.extend_lease(self.ctx.db, self.doc_id, self.ctx.owner, lease):
-                    return  # lost (the reaper gave it away): the next page store says so
+                # False: lost (the reaper gave it away); the next page store says so
+                lifecycle.extend_lease(self.ctx.db, doc_id, self.ctx.owner, lease)
             except (SQLAlchemyError, ImporterError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-                log.warning("lease of document %d not renewed yet: %s", self.doc_id, reason)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
+                log.warning("lease of document %d not renewed yet: %s", doc_id, reason)
 
 
 def _process(
     ctx: JobContext, claimed: lifecycle.Claimed, progress: Progress, should_stop: Callable[[], bool]
 ) -> Outcome:
-    with LeaseKeeper(ctx, claimed.id):
+    with ctx.leases.keeping(claimed.id):
         return _read(ctx, claimed, progress, should_stop)
 
 
@@ -243,7 +254,6 @@ def _read(
         status=DocStatus.done,
         pages=pending,
         page_count=count,
-        lease_seconds=lease,
     )
     if not finished:
         return Outcome("dropped", "lease lost")

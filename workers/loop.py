@@ -26,6 +26,7 @@ from workers.job import JobContext, StopNow, handle
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+PROGRESS_SECONDS = 0.2
 BURST_IDLE_POLLS = 2
 RECONNECT_MAX_SECONDS = 30.0
 
@@ -69,9 +70,15 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
         self.idle_polls = 0
         self.busy.set()
 
+        last_sent = [-PROGRESS_SECONDS]
+
         def progress(numerator: int, denominator: int) -> None:
-            if self._lost(job):
+            """Page progress for `importer status`; a round trip each, so at most one every
+            PROGRESS_SECONDS (a text-layer document's pages come faster than anyone reads)."""
+            now = time.monotonic()
+            if now - last_sent[0] < PROGRESS_SECONDS or self._lost(job):
                 return
+            last_sent[0] = now
             try:
                 worker.send_job_status(job, numerator, max(denominator, 1), poll_timeout=5)
             except GearmanError as e:

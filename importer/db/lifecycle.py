@@ -172,11 +172,23 @@ def _store(  # type: ignore[no-untyped-def]
     values: dict[str, object] = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
     if page_count is not None:
         values["pages"] = page_count
-    lease = s.execute(update(Document).where(_owned(doc_id, owner)).values(**values))
+    lease = s.execute(
+        update(Document).where(_owned(doc_id, owner)).values(**values),
+        execution_options={"synchronize_session": False},
+    )
     if lease.rowcount != 1:
         return False
-    if not pages:
-        return True
+    if pages:
+        _put_pages(s, doc_id, pages)
+        s.execute(
+            update(Document).where(Document.id == doc_id).values(pages_done=_pages_done(doc_id)),
+            execution_options={"synchronize_session": False},
+        )
+    return True
+
+
+def _put_pages(s, doc_id: int, pages: Sequence[StoredPage]) -> None:  # type: ignore[no-untyped-def]
+    """Store pages, replacing any of the same numbers (a replayed job is harmless)."""
     numbers = [p.number for p in pages]
     s.execute(delete(Page).where(Page.document_id == doc_id, Page.number.in_(numbers)))
     s.execute(
@@ -193,9 +205,12 @@ def _store(  # type: ignore[no-untyped-def]
             for p in pages
         ],
     )
-    count = s.scalar(select(func.count()).select_from(Page).where(Page.document_id == doc_id))
-    s.execute(update(Document).where(Document.id == doc_id).values(pages_done=count))
-    return True
+
+
+def _pages_done(doc_id: int):  # type: ignore[no-untyped-def]
+    return (
+        select(func.count()).select_from(Page).where(Page.document_id == doc_id).scalar_subquery()
+    )
 
 
 class Finished(StrEnum):
@@ -209,6 +224,10 @@ class Finished(StrEnum):
         return self is not Finished.lost
 
 
+class _Lost(Exception):
+    """Rolls back a finish whose guard failed after it stored pages."""
+
+
 @waits_for_database
 def finish(
     db: Database,
@@ -219,7 +238,6 @@ def finish(
     error: str | None = None,
     pages: Sequence[StoredPage] = (),
     page_count: int | None = None,
-    lease_seconds: int = 0,
 ) -> Finished:
     """Record the end of a document and, in the same transaction, of its batch; the
     document's last pages (and its page count) may come along, so that a short document
@@ -231,40 +249,48 @@ def finish(
     whether it queued an e-mail.
     """
     assert status in FINISHED
+    assert owner or not pages, "only the lease owner stores pages"
     now = utcnow()
-    with db.session(immediate=True) as s:
-        batch_id = s.scalar(select(Document.batch_id).where(Document.id == doc_id))
-        if batch_id is None:
-            return Finished.lost
-        batch = s.execute(select(Batch).where(Batch.id == batch_id).with_for_update()).scalar_one()
-        stores = bool(pages) or page_count is not None
-        if owner and stores and not _store(s, doc_id, owner, pages, lease_seconds, page_count):
-            return Finished.lost
-        guard = (
-            _owned(doc_id, owner)
-            if owner
-            else and_(Document.id == doc_id, Document.status.in_(UNFINISHED))
-        )
-        result = s.execute(
-            update(Document)
-            .where(guard)
-            .values(
-                status=status,
-                error=error,
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_attempt_at=None,
+    try:
+        with db.session(immediate=True) as s:
+            batch = s.execute(
+                select(Batch)
+                .join(Document, Document.batch_id == Batch.id)
+                .where(Document.id == doc_id)
+                .with_for_update(of=Batch)
+            ).scalar_one_or_none()
+            if batch is None:
+                return Finished.lost
+            values: dict[str, object] = {
+                "status": status,
+                "error": error,
+                "finished_at": now,
+                "lease_owner": None,
+                "lease_expires_at": None,
+                "next_attempt_at": None,
+            }
+            if page_count is not None:
+                values["pages"] = page_count
+            if pages:
+                _put_pages(s, doc_id, pages)
+                values["pages_done"] = _pages_done(doc_id)
+            guard = (
+                _owned(doc_id, owner)
+                if owner
+                else and_(Document.id == doc_id, Document.status.in_(UNFINISHED))
             )
-            .returning(Document.job_id)
-        )
-        job_id = result.scalar_one_or_none()
-        if job_id is None:
-            return Finished.lost
-        mail = False
-        if batch.notify == NotifyMode.each:
-            mail = _add_outbox(s, f"doc:{job_id}", batch)
-        return Finished.mail if _close_batch_if_done(s, batch, now) or mail else Finished.done
+            job_id = s.execute(
+                update(Document).where(guard).values(**values).returning(Document.job_id),
+                execution_options={"synchronize_session": False},
+            ).scalar_one_or_none()
+            if job_id is None:
+                raise _Lost  # nothing of this call may stay, the pages included
+            mail = False
+            if batch.notify == NotifyMode.each:
+                mail = _add_outbox(s, f"doc:{job_id}", batch)
+            return Finished.mail if _close_batch_if_done(s, batch, now) or mail else Finished.done
+    except _Lost:
+        return Finished.lost
 
 
 def _close_batch_if_done(s, batch: Batch, now: datetime) -> bool:  # type: ignore[no-untyped-def]
