@@ -23,6 +23,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,15 @@ def signal_name(signum: int) -> str:
 
 
 def run_tool(
-    argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run one external program to completion, or raise a `ToolError` saying why not."""
+    """Run one external program to completion, or raise a `ToolError` saying why not.
+
+    `pass_fds` are the descriptors it may inherit (the PDF it reads); it gets no other."""
     tool = os.path.basename(argv[0])
     if timeout <= 0:
         raise ToolTimeout(tool, "no time left to start it")
@@ -78,6 +85,7 @@ def run_tool(
             timeout=timeout,
             env=env,
             check=False,
+            pass_fds=tuple(pass_fds),
         )
     except subprocess.TimeoutExpired as e:
         raise ToolTimeout(tool, f"timed out after {timeout:.3g} s") from e
@@ -99,9 +107,61 @@ def last_line(stream: bytes) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def has_pdf_header(path: str | os.PathLike[str]) -> bool:
-    with open(path, "rb") as f:
-        return b"%PDF-" in f.read(HEADER_WINDOW)
+@dataclass(frozen=True)
+class Source:
+    """The PDF every tool reads.
+
+    The worker opens the file once and hands its descriptor down: every tool then reads
+    that open file as `fd://N` and nothing reopens the name, so a file swapped for a link
+    after it was checked is never read. Poppler's tools share the descriptor's offset, so
+    it is rewound before each. A source without a descriptor is read by path (tests, tools).
+    """
+
+    name: str  # the path, for messages
+    fd: int | None = None
+
+    def argument(self) -> str:
+        """What to give a poppler tool for the file, ready to be read from its start."""
+        if self.fd is None:
+            return os.path.abspath(self.name)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        return f"fd://{self.fd}"
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return () if self.fd is None else (self.fd,)
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size if self.fd is not None else os.stat(self.name).st_size
+
+    def head(self, length: int) -> bytes:
+        if self.fd is not None:
+            return os.pread(self.fd, length, 0)
+        with open(self.name, "rb") as handle:
+            return handle.read(length)
+
+    def open(self) -> BinaryIO:
+        """A file object of its own (a duplicate of the descriptor), at the start."""
+        if self.fd is None:
+            return open(self.name, "rb")
+        handle = os.fdopen(os.dup(self.fd), "rb")
+        handle.seek(0)
+        return handle
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def run_on(
+    source: Source, before: Sequence[str], after: Sequence[str] = (), *, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a poppler tool on the source: `before`, the file, then `after`."""
+    argv = [*before, source.argument(), *after]
+    return run_tool(argv, timeout=timeout, pass_fds=source.pass_fds)
+
+
+def has_pdf_header(source: Source) -> bool:
+    return b"%PDF-" in source.head(HEADER_WINDOW)
 
 
 @dataclass(frozen=True)
@@ -131,14 +191,14 @@ _MEDIABOX = re.compile(
 )
 
 
-def probe(path: str | os.PathLike[str], *, first: int = 1, last: int, timeout: float) -> Probe:
+def probe(source: Source, *, first: int = 1, last: int, timeout: float) -> Probe:
     """Page count, the sizes of pages `first`..`last`, and encryption from one pdfinfo run.
 
     Sizes are listed for at most those pages, so a file claiming a million pages costs no
     more than the pages asked about.
     """
-    argv = ["pdfinfo", "-f", str(first), "-l", str(last), "-box", os.path.abspath(path)]
-    out = run_tool(argv, timeout=timeout).stdout
+    argv = ["pdfinfo", "-f", str(first), "-l", str(last), "-box"]
+    out = run_on(source, argv, timeout=timeout).stdout
     pages = _PAGES.search(out)
     if pages is None:
         raise ToolError("pdfinfo", "no page count in its output")
@@ -149,7 +209,7 @@ def probe(path: str | os.PathLike[str], *, first: int = 1, last: int, timeout: f
     return Probe(pages=int(pages[1]), boxes=boxes, restricted=bool(_ENCRYPTED.search(out)))
 
 
-def needs_password(path: str | os.PathLike[str]) -> bool:
+def needs_password(source: Source) -> bool:
     """Whether the PDF is encrypted with a user password, so nothing can read it.
 
     Asked only after pdfinfo has failed, to tell "encrypted" from "corrupt" without
@@ -162,16 +222,18 @@ def needs_password(path: str | os.PathLike[str]) -> bool:
     level = pypdf_log.level
     pypdf_log.setLevel(logging.ERROR)  # its complaints about a damaged file repeat pdfinfo's
     try:
-        reader = PdfReader(os.fspath(path))
-        return bool(reader.is_encrypted) and reader.decrypt("") == PasswordType.NOT_DECRYPTED
+        with source.open() as handle:
+            reader = PdfReader(handle)
+            encrypted = bool(reader.is_encrypted)
+            return encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED
     except Exception as e:  # noqa: BLE001 - see docstring
-        log.debug("pypdf cannot open %s: %r", path, e)
+        log.debug("pypdf cannot open %s: %r", source, e)
         return False
     finally:
         pypdf_log.setLevel(level)
 
 
-def text_pages(path: str | os.PathLike[str], *, last: int, timeout: float) -> list[str] | None:
+def text_pages(source: Source, *, last: int, timeout: float) -> list[str] | None:
     """Each page's own text, pages 1..`last`, from one pdftotext run; None if ambiguous.
 
     pdftotext ends every page with a form feed, so the pieces give the page count too
@@ -180,27 +242,25 @@ def text_pages(path: str | os.PathLike[str], *, last: int, timeout: float) -> li
     caller counts pages with pdfinfo and reads them one by one.
     """
     argv = ["pdftotext", "-enc", "UTF-8", "-f", "1", "-l", str(last)]
-    out = run_tool([*argv, os.path.abspath(path), "-"], timeout=timeout).stdout
+    out = run_on(source, argv, ["-"], timeout=timeout).stdout
     texts = out.decode("utf-8", "replace").split("\f")
     if len(texts) < 2 or texts[-1].strip():
-        log.warning("%s: pdftotext's pages cannot be told apart; reading them one by one", path)
+        log.warning("%s: pdftotext's pages cannot be told apart; reading them one by one", source)
         return None
     return texts[:-1]
 
 
-def page_text(path: str | os.PathLike[str], *, page: int, timeout: float) -> str:
+def page_text(source: Source, *, page: int, timeout: float) -> str:
     argv = ["pdftotext", "-enc", "UTF-8", "-f", str(page), "-l", str(page)]
-    out = run_tool([*argv, os.path.abspath(path), "-"], timeout=timeout).stdout
+    out = run_on(source, argv, ["-"], timeout=timeout).stdout
     return out.decode("utf-8", "replace").replace("\f", "")
 
 
-def rasterize(
-    path: str | os.PathLike[str], *, page: int, dpi: int, out_dir: Path, timeout: float
-) -> Path:
+def rasterize(source: Source, *, page: int, dpi: int, out_dir: Path, timeout: float) -> Path:
     """Render one page to an 8-bit gray PGM in `out_dir`: the cheapest input Tesseract reads."""
     base = out_dir / f"page-{page}"
-    argv = ["pdftoppm", "-r", str(dpi), "-f", str(page), "-l", str(page), "-gray"]
-    proc = run_tool([*argv, "-singlefile", os.path.abspath(path), str(base)], timeout=timeout)
+    argv = ["pdftoppm", "-r", str(dpi), "-f", str(page), "-l", str(page), "-gray", "-singlefile"]
+    proc = run_on(source, argv, [str(base)], timeout=timeout)
     image = base.with_suffix(".pgm")
     if b"Out of memory" in proc.stderr:
         raise ToolOutOfMemory("pdftoppm", f"ran out of memory rendering page {page}")
@@ -222,7 +282,7 @@ def _pgm_pixels(image: Path) -> int:
 
 
 def image_sizes(
-    path: str | os.PathLike[str], *, first: int = 1, last: int, timeout: float
+    source: Source, *, first: int = 1, last: int, timeout: float
 ) -> dict[int, list[PageImage]]:
     """Declared size and placed resolution of every image on pages `first`..`last`, by
     page, without decoding any.
@@ -230,8 +290,8 @@ def image_sizes(
     A few bytes of Flate or JBIG2 can declare billions of pixels; this is how such a
     bomb is refused before a renderer tries to decode it.
     """
-    argv = ["pdfimages", "-list", "-f", str(first), "-l", str(last), os.path.abspath(path)]
-    proc = run_tool(argv, timeout=timeout)
+    argv = ["pdfimages", "-list", "-f", str(first), "-l", str(last)]
+    proc = run_on(source, argv, timeout=timeout)
     sizes: dict[int, list[PageImage]] = {}
     for line in proc.stdout.decode("utf-8", "replace").splitlines()[2:]:
         # page num type width height color comp bpc enc interp object ID x-ppi y-ppi ...

@@ -49,6 +49,7 @@ def iter_pages(
     work_dir: str | os.PathLike[str] | None = None,
     on_step: Callable[[], None] | None = None,
     text_layer: TextLayerMode | str = TextLayerMode.auto,
+    fd: int | None = None,
 ) -> Iterator[DocumentInfo | PageResult]:
     """Yield DocumentInfo, then a PageResult per page not in `skip_pages`, in this process.
 
@@ -56,15 +57,17 @@ def iter_pages(
     own text (see `workers.textlayer`). Page images go to `work_dir`, or to a temporary
     directory removed at the end. `on_step` is called after each step that yields nothing
     (the text layer, the language check), so a watching parent can time every step by
-    the page timeout. Raises DocumentError.
+    the page timeout. With `fd`, an open descriptor of the file, every tool reads that
+    open file and `path` only names it in messages. Raises DocumentError.
     """
     skip = frozenset(skip_pages)
     mode = TextLayerMode(text_layer)
+    source = pdf.Source(os.path.abspath(path), fd)
     if work_dir is not None:
-        yield from _Reader(Path(path), lang, limits, skip, Path(work_dir), on_step, mode).run()
+        yield from _Reader(source, lang, limits, skip, Path(work_dir), on_step, mode).run()
         return
     with tempfile.TemporaryDirectory(prefix="importer-doc-") as tmp:
-        yield from _Reader(Path(path), lang, limits, skip, Path(tmp), on_step, mode).run()
+        yield from _Reader(source, lang, limits, skip, Path(tmp), on_step, mode).run()
 
 
 class _Reader:
@@ -72,7 +75,7 @@ class _Reader:
 
     def __init__(
         self,
-        path: Path,
+        source: pdf.Source,
         lang: str,
         limits: Limits,
         skip: frozenset[int],
@@ -80,7 +83,7 @@ class _Reader:
         on_step: Callable[[], None] | None = None,
         mode: TextLayerMode = TextLayerMode.auto,
     ) -> None:
-        self.path = path
+        self.source = source
         self.lang = lang
         self.mode = mode
         self.probe: pdf.Probe | None = None  # pdfinfo's answer, once it was needed
@@ -133,17 +136,17 @@ class _Reader:
             if textlayer.needs_ocr(kinds[number], self.mode, coverage):
                 to_ocr.add(number)
             log.debug(
-                "%s: page %d has sparse text, image coverage %.2f", self.path, number, coverage
+                "%s: page %d has sparse text, image coverage %.2f", self.source, number, coverage
             )
         self._check_page_sizes(probe, sorted(to_ocr), images)
         return to_ocr
 
     def _check_file(self) -> None:
         try:
-            size = self.path.stat().st_size
-            header = pdf.has_pdf_header(self.path)
+            size = self.source.size()
+            header = pdf.has_pdf_header(self.source)
         except OSError as e:
-            raise FileUnreadable(f"cannot read {self.path}: {e.strerror or e}") from e
+            raise FileUnreadable(f"cannot read {self.source}: {e.strerror or e}") from e
         cap = self.limits.max_file_bytes
         if size > cap:
             raise OverLimit(
@@ -157,13 +160,13 @@ class _Reader:
         deadline = self._step_deadline()
         try:
             timeout = deadline - time.monotonic()
-            probe = pdf.probe(self.path, first=first, last=last, timeout=timeout)
+            probe = pdf.probe(self.source, first=first, last=last, timeout=timeout)
         except ToolTimeout as e:
             raise self._timeout("pdfinfo timed out reading the document structure", deadline) from e
         except ToolKilled as e:
             raise ChildCrashed(f"pdfinfo {e.detail} reading the document structure") from e
         except ToolError as e:
-            if pdf.needs_password(self.path):
+            if pdf.needs_password(self.source):
                 raise EncryptedPdf("encrypted PDF (it needs a password to open)") from e
             if "Wrong page range" in e.detail:
                 raise CorruptPdf(
@@ -178,7 +181,7 @@ class _Reader:
                 " (IMPORTER_MAX_PAGES)"
             )
         if probe.restricted:
-            log.info("%s: encrypted with an owner password only; reading it", self.path)
+            log.info("%s: encrypted with an owner password only; reading it", self.source)
         self.probe = probe
         return probe
 
@@ -192,14 +195,14 @@ class _Reader:
         cap = self.limits.max_pages
         deadline = self._step_deadline()
         try:
-            texts = pdf.text_pages(self.path, last=cap + 1, timeout=deadline - time.monotonic())
+            texts = pdf.text_pages(self.source, last=cap + 1, timeout=deadline - time.monotonic())
         except ToolTimeout as e:
             raise self._timeout("pdftotext timed out reading the text layer", deadline) from e
         except ToolKilled as e:
             raise ChildCrashed(f"pdftotext {e.detail} reading the text layer") from e
         except ToolError as e:
             pages = self._probe().pages
-            log.warning("%s: no text layer (%s); every page will be OCRed", self.path, e)
+            log.warning("%s: no text layer (%s); every page will be OCRed", self.source, e)
             return [""] * pages
         if texts is None or len(texts) > cap:
             pages = self._probe().pages  # the real count, or why the file cannot be read
@@ -209,13 +212,13 @@ class _Reader:
     def _page_text(self, number: int) -> str:
         deadline = self._step_deadline()
         try:
-            return pdf.page_text(self.path, page=number, timeout=deadline - time.monotonic())
+            return pdf.page_text(self.source, page=number, timeout=deadline - time.monotonic())
         except ToolTimeout as e:
             raise self._timeout(f"pdftotext timed out on page {number}", deadline) from e
         except ToolKilled as e:
             raise ChildCrashed(f"pdftotext {e.detail} on page {number}") from e
         except ToolError as e:
-            log.warning("%s: page %d has no text layer (%s)", self.path, number, e)
+            log.warning("%s: page %d has no text layer (%s)", self.source, number, e)
             return ""
 
     def _check_page_sizes(
@@ -253,7 +256,7 @@ class _Reader:
         deadline = self._step_deadline()
         try:
             return pdf.image_sizes(
-                self.path, first=first, last=last, timeout=deadline - time.monotonic()
+                self.source, first=first, last=last, timeout=deadline - time.monotonic()
             )
         except ToolTimeout as e:
             raise self._timeout("pdfimages timed out listing the images", deadline) from e
@@ -299,7 +302,7 @@ class _Reader:
         step = "pdftoppm"
         try:
             image = pdf.rasterize(
-                self.path,
+                self.source,
                 page=number,
                 dpi=dpi,
                 out_dir=self.work_dir,
