@@ -43,7 +43,8 @@ def same_accuracy(ours: float, baseline: float) -> bool:
 
 
 def tolerance() -> str:
-    return f"CER ≤ max({CER_FACTOR:g} × the baseline's, the baseline's + {CER_MARGIN:.1%})"
+    points = f"{CER_MARGIN * 100:g} percentage points"
+    return f"CER ≤ max({CER_FACTOR:g} × the baseline's, the baseline's + {points})"
 
 
 def by_page(texts: Mapping[Path, str], docs: Sequence[Doc]) -> dict[PageKey, str]:

@@ -92,8 +92,11 @@ def _pages(docs: list[Doc], pick: Callable[[Doc, int], bool]) -> list[PageKey]:
     return [(d.path, n) for d in docs for n in range(1, d.pages + 1) if pick(d, n)]
 
 
-def _kept(docs: list[Doc]) -> Callable[[c.Outcome, dict[PageKey, str]], dict[str, float]]:
-    """How many pages the importer took from where they should come from."""
+def _kept(
+    docs: list[Doc], missed: set[str]
+) -> Callable[[c.Outcome, dict[PageKey, str]], dict[str, float]]:
+    """How many pages the importer took from where they should come from; the pages that
+    need OCR and were not OCRed go into `missed`."""
 
     def facts(outcome: c.Outcome, pages: dict[PageKey, str]) -> dict[str, float]:
         data = outcome.facts["data"]
@@ -104,10 +107,14 @@ def _kept(docs: list[Doc]) -> Callable[[c.Outcome, dict[PageKey, str]], dict[str
             keys = _pages(docs, pick)
             return sum(sources.get((path.resolve(), n)) == source for path, n in keys)
 
+        for doc, n in ((d, n) for d in docs for n in range(1, d.pages + 1)):
+            if needs_ocr(doc, n) and sources.get((doc.path.resolve(), n)) != "ocr":
+                missed.add(f"{doc.path.name} page {n} ({doc.kinds[n - 1]})")
         return {
             "kept": count(is_text, TEXT_LAYER),
             "listings kept": count(is_listing, TEXT_LAYER),
             "ocred": count(needs_ocr, "ocr"),
+            "blank ocred": count(lambda doc, n: doc.kinds[n - 1] == "blank", "ocr"),
         }
 
     return facts
@@ -129,12 +136,13 @@ def mixed(
     docs = corpus(work_dir, quick)
     folder = docs[0].path.parent
     ours = importer_name(cores)
+    missed: set[str] = set()
     steps: dict[str, Step] = {
         LIMIT: _judged(lambda: limit(docs, work, cores), docs),
         ours: _judged(
             lambda: c.importer_run(folder, docs, work, cores, "--text-layer", "auto"),
             docs,
-            _kept(docs),
+            _kept(docs, missed),
         ),
     }
     if ocrmypdf is not None:
@@ -145,10 +153,12 @@ def mixed(
             _empty_text_pages(docs),
         )
     series = alternate(steps, rounds, "mixed corpus")
-    return _result(series, docs, ours)
+    return _result(series, docs, ours, missed)
 
 
-def _result(series: dict[str, Series], docs: list[Doc], ours_name: str) -> SectionResult:
+def _result(
+    series: dict[str, Series], docs: list[Doc], ours_name: str, missed: set[str]
+) -> SectionResult:
     pages = sum(d.pages for d in docs)
     text_pages, listings = len(_pages(docs, is_text)), len(_pages(docs, is_listing))
     ocr_pages = len(_pages(docs, needs_ocr))
@@ -188,9 +198,13 @@ def _result(series: dict[str, Series], docs: list[Doc], ours_name: str) -> Secti
             kept == text_pages and listed == listings,
         )
     )
+    blanks = len(_pages(docs, lambda doc, n: doc.kinds[n - 1] == "blank"))
+    not_ocred = f" (not OCRed in some round: {', '.join(sorted(missed))})" if missed else ""
     result.notes.append(
         f"The importer OCRed {ours.median_of('ocred'):.0f} of the {ocr_pages} pages that need"
-        " OCR (scans, a scan with a stamped line, a scan under a garbage text layer); the limit"
-        " OCRs exactly those and takes every other page from pdftotext (a blank page included)."
+        f" OCR (scans, a scan with a stamped line, a scan under a garbage text layer){not_ocred},"
+        f" and {ours.median_of('blank ocred'):.0f} of the {blanks} blank pages; the limit OCRs"
+        " exactly the pages that need it and takes every other page, blank ones included, from"
+        " pdftotext."
     )
     return result

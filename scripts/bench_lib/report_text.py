@@ -34,9 +34,10 @@ def what() -> str:
   against the same scans upright; CER per set and per orientation.
 - **mixed corpus**: the importer against OCRmyPDF and against the **limit**: `pdftotext` of every
   document plus the raw limit's OCR of exactly the pages of kind {kinds} (the pages with no
-  real text layer), all in one pool of as many processes as cores; each page's text from the
-  one that read it. Accuracy page by page against the expected text; the importer's database
-  (`pages.source`) says which pages it took from the text layer.
+  real text layer; a blank page, with nothing drawn on it, is left to pdftotext), all in one
+  pool of as many processes as cores; each page's text from the one that read it. Accuracy
+  page by page against the expected text; the importer's database (`pages.source`) says
+  which pages it took from the text layer.
 - **fixed cost**: `importer run` on a single one-page born-digital PDF: start-up, gearmand,
   worker processes, database migrations, shutdown; every run pays it once.
 - **submission**: `importer submit DIR --json` against a naive loop (one file at a time: read
