@@ -114,7 +114,6 @@ def _kept(
             "kept": count(is_text, TEXT_LAYER),
             "listings kept": count(is_listing, TEXT_LAYER),
             "ocred": count(needs_ocr, "ocr"),
-            "blank ocred": count(lambda doc, n: doc.kinds[n - 1] == "blank", "ocr"),
         }
 
     return facts
@@ -201,10 +200,10 @@ def _result(
     blanks = len(_pages(docs, lambda doc, n: doc.kinds[n - 1] == "blank"))
     not_ocred = f" (not OCRed in some round: {', '.join(sorted(missed))})" if missed else ""
     result.notes.append(
-        f"The importer OCRed {ours.median_of('ocred'):.0f} of the {ocr_pages} pages that need"
-        f" OCR (scans, a scan with a stamped line, a scan under a garbage text layer){not_ocred},"
-        f" and {ours.median_of('blank ocred'):.0f} of the {blanks} blank pages; the limit OCRs"
-        " exactly the pages that need it and takes every other page, blank ones included, from"
-        " pdftotext."
+        f"The importer OCRed {ours.median_of('ocred'):.0f} of the {ocr_pages} pages without"
+        f" real text (scans, a scan with a stamped line, {blanks} blank page(s)){not_ocred};"
+        " the limit OCRs exactly those and takes every other page from pdftotext, the scan"
+        " under a garbage text layer included (kept under --text-layer auto, as the importer"
+        " keeps it: its CER counts the same for both)."
     )
     return result

@@ -16,7 +16,11 @@ if TYPE_CHECKING:
     from make_documents import Built
 
 VERSION = "v1"
-OCR_KINDS = ("scan", "stamped-scan", "garbage-layer-scan")  # pages that need OCR
+# Pages without real text, which the importer must OCR: image-only scans, a scan whose
+# only text is a stamped line, and a blank page (no text at all). A scan under an earlier
+# OCR's full text layer has text: kept under --text-layer auto, by the importer and the limit.
+OCR_KINDS = ("scan", "stamped-scan", "blank")
+TEXT_KINDS = ("text", "garbage-layer-scan")
 LISTINGS = ("Contents", "List of Figures", "Index")  # first lines of contents and index pages
 
 
@@ -66,7 +70,7 @@ def needs_ocr(doc: Doc, number: int) -> bool:
 
 
 def is_text(doc: Doc, number: int) -> bool:
-    return doc.kinds[number - 1] == "text"
+    return doc.kinds[number - 1] in TEXT_KINDS
 
 
 def is_listing(doc: Doc, number: int) -> bool:
