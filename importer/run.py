@@ -96,7 +96,8 @@ def _roots_for(settings: Settings, paths: Sequence[str]) -> Settings:
     return settings.model_copy(update={"allowed_roots": ":".join(roots)})
 
 
-POLL_SECONDS = 0.02  # how often the end of the batch is looked for (one COUNT query)
+POLL_SECONDS = 0.02  # how often the end of the batch is looked for at first (one COUNT)...
+POLL_MAX_SECONDS = 0.1  # ...and after a few seconds, when a few ms more do not show
 REDRAW_SECONDS = 0.1  # how often the progress bar is brought up to date
 
 
@@ -112,6 +113,7 @@ def _wait(db: Database, batch_id: str, total: int, err: Console, quiet: bool) ->
     ) as bar:
         task = bar.add_task("ocr", total=total, pages=0)
         redraw = 0.0
+        since = time.monotonic()
         while True:
             left = unfinished(db, batch_id)
             if not quiet and (left == 0 or time.monotonic() >= redraw):
@@ -120,7 +122,8 @@ def _wait(db: Database, batch_id: str, total: int, err: Console, quiet: bool) ->
                 redraw = time.monotonic() + REDRAW_SECONDS
             if left == 0:
                 return
-            time.sleep(POLL_SECONDS)
+            waited = time.monotonic() - since
+            time.sleep(min(POLL_MAX_SECONDS, POLL_SECONDS + waited / 50))
 
 
 def run_all(

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 
 from importer.db.engine import Database
 from importer.db.models import Batch, Document, Outbox, Page, RejectedJob, utcnow
@@ -228,6 +229,63 @@ class _Lost(Exception):
     """Rolls back a finish whose guard failed after it stored pages."""
 
 
+# The statements of a finish, built once: a short document's whole cost in the worker is
+# of the order of building and compiling them afresh each time.
+_DOC: Any = bindparam("doc_id")
+_BATCH_OF_DOC = (
+    select(Batch.id, Batch.email, Batch.notify, Batch.finished_at)
+    .join(Document, Document.batch_id == Batch.id)
+    .where(Document.id == _DOC)
+    .with_for_update(of=Batch)
+)
+_DELETE_PAGES = delete(Page).where(
+    Page.document_id == _DOC, Page.number.in_(bindparam("numbers", expanding=True))
+)
+_PAGES_DONE = (
+    select(func.count()).select_from(Page).where(Page.document_id == _DOC).scalar_subquery()
+)
+_FINISHED = {
+    "status": bindparam("new_status", type_=Document.status.type),
+    "error": bindparam("new_error", type_=Document.error.type),
+    "finished_at": bindparam("now", type_=Document.finished_at.type),
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "next_attempt_at": None,
+}
+_FINISH_OWNED = (
+    update(Document)
+    .where(
+        Document.id == _DOC,
+        Document.status == DocStatus.running,
+        Document.lease_owner == bindparam("owner"),
+    )
+    .returning(Document.job_id)
+)
+_FINISH_OWNED_PAGES = _FINISH_OWNED.values(
+    **_FINISHED, pages=bindparam("page_count"), pages_done=_PAGES_DONE
+)
+_FINISH_OWNED_PAGES_ONLY = _FINISH_OWNED.values(**_FINISHED, pages_done=_PAGES_DONE)
+_FINISH_OWNED_COUNT = _FINISH_OWNED.values(**_FINISHED, pages=bindparam("page_count"))
+_FINISH_OWNED = _FINISH_OWNED.values(**_FINISHED)
+_FINISH_ANY = (
+    update(Document)
+    .where(Document.id == _DOC, Document.status.in_(UNFINISHED))
+    .values(**_FINISHED)
+    .returning(Document.job_id)
+)
+_LEFT = (
+    select(func.count())
+    .select_from(Document)
+    .where(Document.batch_id == bindparam("batch_id"), Document.status.in_(UNFINISHED))
+)
+_CLOSE_BATCH = (
+    update(Batch)
+    .where(Batch.id == bindparam("batch_id"))
+    .values(finished_at=bindparam("now", type_=Batch.finished_at.type))
+)
+_NO_SYNC = {"synchronize_session": False}
+
+
 @waits_for_database
 def finish(
     db: Database,
@@ -249,48 +307,72 @@ def finish(
     whether it queued an e-mail.
     """
     assert status in FINISHED
-    assert owner or not pages, "only the lease owner stores pages"
+    assert owner or not (pages or page_count is not None), "only the lease owner stores pages"
     now = utcnow()
+    # No key may name a column: an update would take it as one more value to set.
+    params: dict[str, object] = {
+        "doc_id": doc_id,
+        "owner": owner,
+        "new_status": status,
+        "new_error": error,
+        "now": now,
+        "page_count": page_count,
+    }
     try:
         with db.session(immediate=True) as s:
-            batch = s.execute(
-                select(Batch)
-                .join(Document, Document.batch_id == Batch.id)
-                .where(Document.id == doc_id)
-                .with_for_update(of=Batch)
-            ).scalar_one_or_none()
+            batch = s.execute(_BATCH_OF_DOC, params).first()
             if batch is None:
                 return Finished.lost
-            values: dict[str, object] = {
-                "status": status,
-                "error": error,
-                "finished_at": now,
-                "lease_owner": None,
-                "lease_expires_at": None,
-                "next_attempt_at": None,
-            }
-            if page_count is not None:
-                values["pages"] = page_count
             if pages:
-                _put_pages(s, doc_id, pages)
-                values["pages_done"] = _pages_done(doc_id)
-            guard = (
-                _owned(doc_id, owner)
-                if owner
-                else and_(Document.id == doc_id, Document.status.in_(UNFINISHED))
-            )
-            job_id = s.execute(
-                update(Document).where(guard).values(**values).returning(Document.job_id),
-                execution_options={"synchronize_session": False},
-            ).scalar_one_or_none()
+                numbers = [p.number for p in pages]
+                s.execute(_DELETE_PAGES, {"doc_id": doc_id, "numbers": numbers}, **_NO_SYNC_KW)
+                s.execute(insert(Page), _page_rows(doc_id, pages))
+            if not owner:
+                statement = _FINISH_ANY
+            elif pages:
+                statement = _FINISH_OWNED_PAGES_ONLY if page_count is None else _FINISH_OWNED_PAGES
+            elif page_count is not None:
+                statement = _FINISH_OWNED_COUNT
+            else:
+                statement = _FINISH_OWNED
+            job_id = s.execute(statement, params, **_NO_SYNC_KW).scalar_one_or_none()
             if job_id is None:
                 raise _Lost  # nothing of this call may stay, the pages included
             mail = False
             if batch.notify == NotifyMode.each:
-                mail = _add_outbox(s, f"doc:{job_id}", batch)
-            return Finished.mail if _close_batch_if_done(s, batch, now) or mail else Finished.done
+                mail = _add_outbox_row(s, f"doc:{job_id}", batch.id, batch.email)
+            if batch.finished_at is None and s.scalar(_LEFT, {"batch_id": batch.id}) == 0:
+                s.execute(_CLOSE_BATCH, {"batch_id": batch.id, "now": now}, **_NO_SYNC_KW)
+                if batch.notify == NotifyMode.batch:
+                    key = f"batch:{batch.id}:{now.timestamp():.6f}"
+                    mail = _add_outbox_row(s, key, batch.id, batch.email) or mail
+            return Finished.mail if mail else Finished.done
     except _Lost:
         return Finished.lost
+
+
+_NO_SYNC_KW = {"execution_options": _NO_SYNC}
+
+
+def _page_rows(doc_id: int, pages: Sequence[StoredPage]) -> list[dict[str, object]]:
+    return [
+        {
+            "document_id": doc_id,
+            "number": p.number,
+            "text": p.text,
+            "source": p.source,
+            "confidence": p.confidence,
+            "seconds": p.seconds,
+        }
+        for p in pages
+    ]
+
+
+def _add_outbox_row(s, key: str, batch_id: str, email: str) -> bool:  # type: ignore[no-untyped-def]
+    exists = s.scalar(select(Outbox.id).where(Outbox.key == key))
+    if exists is None:
+        s.add(Outbox(key=key, batch_id=batch_id, recipient=email))
+    return exists is None
 
 
 def _close_batch_if_done(s, batch: Batch, now: datetime) -> bool:  # type: ignore[no-untyped-def]
@@ -303,15 +385,10 @@ def _close_batch_if_done(s, batch: Batch, now: datetime) -> bool:  # type: ignor
     if left == 0 and batch.finished_at is None:
         batch.finished_at = now
         if batch.notify == NotifyMode.batch:
-            return _add_outbox(s, f"batch:{batch.id}:{now.timestamp():.6f}", batch)
+            return _add_outbox_row(
+                s, f"batch:{batch.id}:{now.timestamp():.6f}", batch.id, batch.email
+            )
     return False
-
-
-def _add_outbox(s, key: str, batch: Batch) -> bool:  # type: ignore[no-untyped-def]
-    exists = s.scalar(select(Outbox.id).where(Outbox.key == key))
-    if exists is None:
-        s.add(Outbox(key=key, batch_id=batch.id, recipient=batch.email))
-    return exists is None
 
 
 @waits_for_database
