@@ -10,11 +10,14 @@ same reading without the isolation, for tests and tools.
 Per page, the PDF's own text layer is used when it holds real text; otherwise that one
 page is rendered to a gray image and read by Tesseract.
 
-The child is a fresh interpreter (`python -m workers.engine`), one per document: it
-shares nothing with the caller (no threads, locks, connections or secrets from the
-environment), it starts in its own session so one signal reaches everything it runs,
-and its results come back as JSON lines, not pickle, so even a subverted child cannot
-make the caller run code.
+Each document gets a fresh process, forked by this worker's fork server
+(`workers.forkserver`): a warm interpreter started with the same clean environment, that
+has imported the reading code once, so a document pays a fork, not an interpreter's
+start-up. The child shares nothing with the worker (no threads, locks, connections or
+secrets: the fork server was spawned, never forked from the worker), it starts in its
+own session so one signal reaches everything it runs, its stdin, stdout and stderr are
+pipes the worker made and passed along, and its results come back as JSON lines, not
+pickle, so even a subverted child cannot make the caller run code.
 """
 
 from __future__ import annotations

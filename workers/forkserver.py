@@ -212,7 +212,7 @@ def serve(control_fd: int, target: Callable[[], int]) -> int:
                 request = json.loads(data)
                 if request.get("op") == "fork":
                     pid = _fork(ctl, fds, target, libc)
-                    children[os.pidfd_open(pid)] = pid
+                    children[_pidfd(pid)] = pid
                     _send(ctl, {"t": "forked", "pid": pid})
                 elif request.get("op") == "kill" and request.get("pid") in children.values():
                     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -236,6 +236,17 @@ def serve(control_fd: int, target: Callable[[], int]) -> int:
 
 def _send(ctl: socket.socket, message: dict[str, Any]) -> None:
     ctl.send(json.dumps(message).encode())
+
+
+def _pidfd(pid: int) -> int:
+    """A descriptor that turns readable when the child exits; without one, no child."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
 
 
 def _reap(pid: int, pidfd: int) -> dict[str, Any]:
