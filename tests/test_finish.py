@@ -17,7 +17,7 @@ def _batch(database_url: str, docs: int, notify: NotifyMode) -> tuple[Database, 
     db = open_database(database_url)
     batch = f"b-{uuid.uuid4().hex[:12]}"
     with db.session() as s:
-        s.add(Batch(id=batch, email="a@example.com", lang="eng", notify=notify))
+        s.add(Batch(id=batch, email="a@example.com", lang="eng", notify=notify, total=docs))
         for _ in range(docs):
             job = f"j-{uuid.uuid4().hex}"
             s.add(Document(batch_id=batch, path=f"/in/{job}.pdf", sha256=job[:64], job_id=job))
@@ -85,3 +85,19 @@ def test_finish_keeps_a_page_count_stored_by_an_earlier_flush(database_url: str)
         doc = s.get(Document, doc_id)
         assert doc is not None
         assert (doc.pages, doc.pages_done, doc.error) == (2, 2, None)
+
+
+def test_a_batch_still_being_submitted_stays_open(database_url: str) -> None:
+    """Its total is set when the submit ends; until then no finish closes it."""
+    db, (doc_id,) = _batch(database_url, 1, NotifyMode.batch)
+    with db.session() as s:
+        doc = s.get(Document, doc_id)
+        assert doc is not None
+        batch = s.get(Batch, doc.batch_id)
+        assert batch is not None
+        batch.total = 0
+    finished = lifecycle.finish(db, doc_id, owner="w:1", status=DocStatus.done)
+    assert finished is lifecycle.Finished.done
+    with db.session() as s:
+        batch = s.get(Batch, doc.batch_id)
+        assert batch is not None and batch.finished_at is None

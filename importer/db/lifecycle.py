@@ -233,7 +233,7 @@ class _Lost(Exception):
 # of the order of building and compiling them afresh each time.
 _DOC: Any = bindparam("doc_id")
 _BATCH_OF_DOC = (
-    select(Batch.id, Batch.email, Batch.notify, Batch.finished_at)
+    select(Batch.id, Batch.email, Batch.notify, Batch.finished_at, Batch.total)
     .join(Document, Document.batch_id == Batch.id)
     .where(Document.id == _DOC)
     .with_for_update(of=Batch)
@@ -341,7 +341,9 @@ def finish(
             mail = False
             if batch.notify == NotifyMode.each:
                 mail = _add_outbox_row(s, f"doc:{job_id}", batch.id, batch.email)
-            if batch.finished_at is None and s.scalar(_LEFT, {"batch_id": batch.id}) == 0:
+            # as _close_batch_if_done: a batch still being submitted (no total yet) stays open
+            closing = batch.finished_at is None and batch.total != 0
+            if closing and s.scalar(_LEFT, {"batch_id": batch.id}) == 0:
                 s.execute(_CLOSE_BATCH, {"batch_id": batch.id, "now": now}, **_NO_SYNC_KW)
                 if batch.notify == NotifyMode.batch:
                     key = f"batch:{batch.id}:{now.timestamp():.6f}"
