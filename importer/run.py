@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from importer.commands import check_lang, print_submit_result, submit_with_progress
 from importer.config import Settings
@@ -207,8 +208,12 @@ def _print_summary(
     settings: Settings, batch: dict[str, object], elapsed: float, out: Console
 ) -> None:
     out.print(
-        f"\n[bold]batch {batch['id']}[/]: {batch['done']} of {batch['total']} documents imported, "
-        f"{batch['pages_done']} pages, {batch['failed']} failed, in {elapsed:.1f} s"
+        Text.assemble(
+            "\n",
+            (f"batch {batch['id']}", "bold"),
+            f": {batch['done']} of {batch['total']} documents imported,"
+            f" {batch['pages_done']} pages, {batch['failed']} failed, in {elapsed:.1f} s",
+        )
     )
     out.print(f"details:  importer status {batch['id']}")
     out.print(
