@@ -39,3 +39,99 @@ def test_every_tool_reads_the_opened_file_not_the_name(tmp_path: Path) -> None:
     ]
     for page in pages:
         assert cer(expected[page.number - 1], page.text) < 0.03, page.number
+
+
+def test_a_file_swapped_mid_document_is_not_read(env: dict[str, str], tmp_path: Path) -> None:
+    """The worker opens the recorded file once; swapped for a link to an outside file after
+    page 1 was read, the later pages still come from the file that was opened."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import func, select
+
+    from importer.db import Page, open_database
+    from tests.conftest import importer, settings_from
+    from tests.test_text_layer import md
+
+    root = tmp_path / "root"
+    root.mkdir()
+    scan = md.scan_document(pages=4, rotations=(0,), seed=3)
+    scan.write(root / "scan.pdf")
+    canary = tmp_path / "outside" / "secret.pdf"
+    canary.parent.mkdir()
+    shutil.copy(SAMPLES / "born_digital.pdf", canary)
+    env["IMPORTER_ALLOWED_ROOTS"] = str(root)
+    env["IMPORTER_LEASE_SECONDS"] = "3"  # pages are stored at least every lease / 3
+    submitted = importer(
+        "submit", str(root / "scan.pdf"), "--email", "ops@example.com", "--json",
+        env=env, check=True,
+    )  # fmt: skip
+    batch = json.loads(submitted.stdout)["batch_id"]
+    inotify = INotify()
+    inotify.add_watch(str(canary), flags.OPEN)
+    db = open_database(settings_from(env).resolved_database_url)
+    worker = subprocess.Popen([sys.executable, "-m", "importer", "worker", "--burst"], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            with db.session() as s:
+                if s.scalar(select(func.count()).select_from(Page)):
+                    break
+            assert worker.poll() is None and time.monotonic() < deadline, "no page stored"
+            time.sleep(0.05)
+        (root / "scan.pdf").unlink()
+        (root / "scan.pdf").symlink_to(canary)
+        assert worker.wait(120) == 0
+    finally:
+        worker.kill()
+    assert not inotify.read(timeout=0), "the outside file was opened"
+    doc = json.loads(importer("status", batch, "--json", env=env, check=True).stdout)
+    assert doc["documents"][0]["status"] == "done"
+    with db.session() as s:
+        texts = dict(s.execute(select(Page.number, Page.text)).tuples().all())
+    assert sorted(texts) == [1, 2, 3, 4]
+    for number, text in texts.items():
+        assert cer(scan.pages[number - 1], text) < 0.05, number
+
+
+def test_a_directory_swapped_for_a_link_is_not_followed(tmp_path: Path) -> None:
+    import pytest
+
+    from workers.opening import Refused, open_confined
+
+    root = tmp_path / "root"
+    (root / "inbox").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.copy(SAMPLES / "born_digital.pdf", outside / "a.pdf")
+    recorded = root / "inbox" / "a.pdf"  # what the submitter recorded, resolved
+    shutil.copy(SAMPLES / "born_digital.pdf", recorded)
+    size = recorded.stat().st_size
+    os.close(open_confined(str(recorded), [root], size))  # as recorded: opened
+    shutil.rmtree(root / "inbox")
+    (root / "inbox").symlink_to(outside)  # a directory on the way swapped for a link
+    inotify = INotify()
+    inotify.add_watch(str(outside / "a.pdf"), flags.OPEN)
+    with pytest.raises(Refused, match="symbolic link"):
+        open_confined(str(recorded), [root], size)
+    assert not inotify.read(timeout=0), "the outside file was opened"
+
+
+def test_only_the_regular_file_recorded_at_submit_is_opened(tmp_path: Path) -> None:
+    import pytest
+
+    from workers.opening import Refused, open_confined
+
+    recorded = tmp_path / "a.pdf"
+    shutil.copy(SAMPLES / "born_digital.pdf", recorded)
+    size = recorded.stat().st_size
+    with pytest.raises(Refused, match="changed since it was submitted"):
+        open_confined(str(recorded), [tmp_path], size - 1)
+    recorded.unlink()
+    os.mkfifo(recorded)  # would block a plain open() until someone writes
+    with pytest.raises(Refused, match="not a regular file"):
+        open_confined(str(recorded), [tmp_path], size)
+    with pytest.raises(Refused, match="outside IMPORTER_ALLOWED_ROOTS"):
+        open_confined(str(recorded), [tmp_path / "elsewhere"], size)

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from importer.states import PageSource
@@ -64,6 +64,7 @@ MAX_MESSAGE = 64 * MB  # one page's text, as JSON
 MAX_LOG_LINE = 64 * 1024
 REAP_TIMEOUT = 30.0  # a SIGKILLed child is gone at once unless stuck in the kernel (NFS)
 EXIT_OUT_OF_MEMORY = 70  # the child's exit status after a MemoryError
+CHILD_FD = 3  # where the child finds the document's open descriptor (after stdin/out/err)
 
 
 # Isolation ---------------------------------------------------------------------------
@@ -80,9 +81,13 @@ def process_document(
     limits: Limits = Limits(),
     skip_pages: Collection[int] = (),
     text_layer: str = "auto",
+    fd: int | None = None,
 ) -> Iterator[DocumentInfo | PageResult]:
     """Yields DocumentInfo first, then one PageResult per page in page order (pages in
     skip_pages are not processed, so a retried document can resume); raises DocumentError.
+
+    With `fd` (the file, opened and checked by the caller), the child inherits that open
+    descriptor and reads the document only through it; `path` then only names it.
 
     The reading happens in a child process; nothing the PDF does can take this process
     down. Leaving the loop early (break, an exception, closing the generator) kills the
@@ -97,11 +102,12 @@ def process_document(
         "skip": skip,
         "work_dir": work_dir,
         "text_layer": text_layer,
+        "fd": None if fd is None else CHILD_FD,
         "log_level": logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.INFO,
     }
     child: _Child | None = None
     try:
-        child = _start_child()
+        child = _start_child(() if fd is None else (fd,))
         log.debug("engine child %d reads %s", child.pid, request["path"])
         assert child.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # an early death shows in the exit status
@@ -174,8 +180,11 @@ def _forget_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def _start_child() -> _Child:
-    """A fresh document child from the fork server; a dead server is replaced once."""
+def _start_child(inherit: Sequence[int] = ()) -> _Child:
+    """A fresh document child from the fork server; a dead server is replaced once.
+
+    `inherit` are descriptors the child gets as CHILD_FD, CHILD_FD + 1, ... (the caller
+    keeps and closes its own)."""
     stdin_r, stdin_w = os.pipe()
     stdout_r, stdout_w = os.pipe()
     stderr_r, stderr_w = os.pipe()
@@ -184,7 +193,7 @@ def _start_child() -> _Child:
         for attempt in (1, 2):
             server = _forkserver()
             try:
-                pid = server.start_child(theirs)
+                pid = server.start_child([*theirs, *inherit])
                 break
             except ForkServerError as e:
                 _discard_forkserver(server, str(e))
@@ -522,6 +531,7 @@ def child_main() -> int:
         work_dir=request["work_dir"],
         on_step=lambda: send({"t": "step"}),
         text_layer=request["text_layer"],
+        fd=request["fd"],
     )
     try:
         for item in pages:

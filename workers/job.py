@@ -1,7 +1,8 @@
 """One Gearman job, from payload to stored pages.
 
 Order matters for security: verify the signature, then match the job to the document the
-database recorded, then confine the path; only then is the file opened, in a child.
+database recorded; only then is the file opened, once, checked where it really is, and
+read by the engine's child through that open descriptor.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -26,6 +26,7 @@ from importer.outbox import deliver_pending
 from importer.states import DocStatus
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
+from workers.opening import Refused, open_confined
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +77,6 @@ class Outcome:
         return f"{self.status}: {self.detail}".encode() if self.detail else self.status.encode()
 
 
-def confine(path: str, roots: list[Path]) -> str | None:
-    """Why the path may not be read, or None. Symlinks are resolved first."""
-    real = Path(os.path.realpath(path))
-    if str(real) != path:
-        return f"path {path} resolves elsewhere ({real}); refused"
-    if roots and not any(real == r or real.is_relative_to(r) for r in roots):
-        return f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused"
-    return None
-
-
 def handle(
     ctx: JobContext,
     unique: str | None,
@@ -119,14 +110,20 @@ def handle(
         log.info("job %s dropped: %s", job.job_id, claimed.value)
         return Outcome("dropped", claimed.value)
 
-    refusal = confine(claimed.path, ctx.roots)
-    if refusal:
+    try:
+        fd = open_confined(claimed.path, ctx.roots, claimed.size)
+    except Refused as e:
         finished = lifecycle.finish(
-            ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=refusal
+            ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=e.reason
         )
         _deliver(ctx, finished)
-        return Outcome("failed", refusal)
-    return _process(ctx, claimed, progress, should_stop)
+        return Outcome("failed", e.reason)
+    except OSError as e:
+        return _retry(ctx, claimed, f"cannot open {claimed.path}: {e.strerror or e}")
+    try:
+        return _process(ctx, claimed, fd, progress, should_stop)
+    finally:
+        os.close(fd)
 
 
 class LeaseKeeper:
@@ -173,14 +170,22 @@ class LeaseKeeper:
 
 
 def _process(
-    ctx: JobContext, claimed: lifecycle.Claimed, progress: Progress, should_stop: Callable[[], bool]
+    ctx: JobContext,
+    claimed: lifecycle.Claimed,
+    fd: int,
+    progress: Progress,
+    should_stop: Callable[[], bool],
 ) -> Outcome:
     with ctx.leases.keeping(claimed.id):
-        return _read(ctx, claimed, progress, should_stop)
+        return _read(ctx, claimed, fd, progress, should_stop)
 
 
 def _read(
-    ctx: JobContext, claimed: lifecycle.Claimed, progress: Progress, should_stop: Callable[[], bool]
+    ctx: JobContext,
+    claimed: lifecycle.Claimed,
+    fd: int,
+    progress: Progress,
+    should_stop: Callable[[], bool],
 ) -> Outcome:
     """Read the document and store it: its page count and pages go with the next flush (at
     most PAGE_FLUSH_SECONDS apart), the last ones with the finish, so that a short document
@@ -205,6 +210,7 @@ def _read(
         limits=ctx.limits,
         skip_pages=claimed.done_pages,
         text_layer=claimed.text_layer,
+        fd=fd,
     )
     try:
         for event in events:
@@ -236,15 +242,7 @@ def _read(
             )
             _deliver(ctx, finished)
             return Outcome("failed", e.reason)
-        status = lifecycle.retry_later(
-            ctx.db,
-            claimed.id,
-            owner=ctx.owner,
-            error=e.reason,
-            max_attempts=ctx.settings.max_attempts,
-        )
-        _deliver(ctx)
-        return Outcome("dead" if status == DocStatus.dead else "retry", e.reason)
+        return _retry(ctx, claimed, e.reason)
     finally:
         _close(events)
     finished = lifecycle.finish(
@@ -259,6 +257,15 @@ def _read(
         return Outcome("dropped", "lease lost")
     _deliver(ctx, finished)
     return Outcome("done", f"{done} pages")
+
+
+def _retry(ctx: JobContext, claimed: lifecycle.Claimed, reason: str) -> Outcome:
+    """A transient failure: the document is queued again after a backoff, or is dead."""
+    status = lifecycle.retry_later(
+        ctx.db, claimed.id, owner=ctx.owner, error=reason, max_attempts=ctx.settings.max_attempts
+    )
+    _deliver(ctx)
+    return Outcome("dead" if status == DocStatus.dead else "retry", reason)
 
 
 def _close(events: Iterator[object]) -> None:

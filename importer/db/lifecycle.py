@@ -50,6 +50,7 @@ class Claimed:
     attempts: int
     done_pages: frozenset[int]
     text_layer: TextLayerMode = TextLayerMode.auto
+    size: int | None = None  # bytes, as recorded at submit
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def claim(
         if doc.status == DocStatus.running and doc.lease_owner == owner:
             # our own claim, committed before a dropped connection hid the answer
             return Claimed(
-                doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages, text_layer
+                doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages, text_layer, doc.size
             )
         if doc.status == DocStatus.running and doc.lease_expires_at and doc.lease_expires_at > now:
             return ClaimRefusal.leased
@@ -107,7 +108,9 @@ def claim(
         doc.error = None
         doc.next_attempt_at = None
         doc.started_at = doc.started_at or now
-        return Claimed(doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages, text_layer)
+        return Claimed(
+            doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages, text_layer, doc.size
+        )
 
 
 def _owned(doc_id: int, owner: str):  # type: ignore[no-untyped-def]

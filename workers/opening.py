@@ -1,0 +1,96 @@
+"""Opening the file a job names: once, without following links, and only where it may be.
+
+The descriptor this returns is the only way the document is read from then on: the
+engine child inherits it and every tool reads it as `fd://N`, so a file swapped for a
+link (or another file) after this check is never read.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+
+_SYS_OPENAT2 = 437  # the same number on every Linux architecture
+_AT_FDCWD = -100
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
+_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+class Refused(Exception):
+    """The file may not be read, whatever happens next: `reason` says why, for a person."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def open_confined(path: str, roots: Sequence[Path], size: int | None) -> int:
+    """An open, read-only descriptor of the recorded file, checked where it really is.
+
+    Raises Refused for a link, something other than a regular file, a file outside the
+    roots or one whose size is not the size recorded at submit; OSError when it cannot be
+    opened now (gone, storage trouble), which a later attempt may get past.
+    """
+    if roots and not _within(Path(path), roots):  # nothing outside the roots is even opened
+        raise Refused(f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused")
+    try:
+        fd = _open_no_links(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise Refused(f"path {path} goes through a symbolic link; refused") from e
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise Refused(f"path {path} is not a regular file; refused")
+        real = os.readlink(f"/proc/self/fd/{fd}")  # where the open file really is
+        if real != path:
+            raise Refused(f"path {path} resolves elsewhere ({real}); refused")
+        if roots and not _within(Path(real), roots):
+            raise Refused(f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused")
+        if size is not None and info.st_size != size:
+            raise Refused(
+                f"{path} changed since it was submitted ({info.st_size:,} bytes, {size:,}"
+                " recorded); refused: submit it again with --force"
+            )
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _within(path: Path, roots: Sequence[Path]) -> bool:
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
+def _open_no_links(path: str) -> int:
+    """Open without following a symbolic link in any component (openat2 with
+    RESOLVE_NO_SYMLINKS, Linux 5.6); where the kernel lacks openat2, at least not in the
+    last one (O_NOFOLLOW), the real location being checked afterwards either way.
+
+    O_NONBLOCK: a FIFO put in the file's place must not hang the worker on open."""
+    how = _OpenHow(_FLAGS, 0, _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_int(_AT_FDCWD),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd >= 0:
+        return int(fd)
+    code = ctypes.get_errno()
+    if code not in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter refusing it
+        raise OSError(code, os.strerror(code), path)
+    return os.open(path, _FLAGS)
