@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     gearmand_job_retries: int = Field(default=3, gt=0)
     ocr_dpi: int = Field(default=300, ge=72, le=600)
     text_layer: TextLayerMode = TextLayerMode.auto  # the default of submit/run --text-layer
+    child_user: str = "nobody"  # whom PDF-reading children run as when workers run as root
 
     @field_validator("gearman_servers")
     @classmethod

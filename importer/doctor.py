@@ -152,6 +152,7 @@ def _loopback(addr: str) -> bool:
 def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
     checks = _listeners(settings) + _transport(settings) + _registrations(settings, gio)
     checks += _file_modes(settings) + _mail_transport(settings)
+    checks.append(_isolation(settings))
     if not settings.roots:
         checks.append(
             Check(
@@ -165,6 +166,27 @@ def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
     if not any(c.state in (WARN, EXPOSED) for c in checks):
         checks.append(Check("exposure", OK, "gearmand on loopback or behind TLS; files private"))
     return checks
+
+
+def _isolation(settings: Settings) -> Check:
+    """Which walls stand around the process that parses a PDF, on this host."""
+    from workers import isolation
+
+    try:
+        user = isolation.child_user(settings.child_user)
+    except ValueError as e:
+        return Check("isolation", FAIL, str(e), "set IMPORTER_CHILD_USER to an unprivileged user")
+    network = isolation.network_isolation_available()
+    walls = [
+        "worker processes non-dumpable",
+        "children: isolated interpreter, private cwd, resource limits",
+        f"children run as {user.name}" if user else "children run as the worker's user",
+        "no network" if network is None else f"network reachable ({network})",
+    ]
+    if user is not None and network is None:
+        return Check("isolation", OK, "; ".join(walls))
+    fix = "run workers as root, so children drop to IMPORTER_CHILD_USER" if user is None else ""
+    return Check("isolation", WARN, "; ".join(walls), fix)
 
 
 def _listeners(settings: Settings) -> list[Check]:

@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -65,6 +66,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'data' / 'importer.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory that document children reach whoever they run as (pytest's own
+    temporary directories are its user's only): made under the system's, removed after."""
+    path = Path(tempfile.mkdtemp(prefix="importer-test-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -192,3 +192,18 @@ def test_flags_open_data_files_and_missing_roots(env: dict[str, str], tmp_path: 
     assert flagged == {str(data), str(data / "importer.db"), str(config)}
     assert {row["fix"] for row in rows} >= {f"chmod 700 {data}", f"chmod 600 {config}"}
     assert checks(proc.stdout)["allowed roots"]["state"] == "warn"
+
+
+def test_reports_the_isolation_of_document_children(env: dict[str, str]) -> None:
+    found = checks(importer("doctor", "--json", env=env).stdout)["isolation"]
+    if os.geteuid() == 0:
+        assert found["state"] == "ok", found
+        assert "children run as nobody" in found["detail"] and "no network" in found["detail"]
+    env["IMPORTER_CHILD_USER"] = "no-such-user-here"
+    proc = importer("doctor", "--json", env=env)
+    if os.geteuid() == 0:
+        assert proc.returncode != 0
+        found = checks(proc.stdout)["isolation"]
+        assert found["state"] == "fail" and "no-such-user-here" in found["detail"]
+        worker = importer("worker", "--burst", env=env)
+        assert worker.returncode == 2 and "IMPORTER_CHILD_USER" in worker.stderr

@@ -175,9 +175,9 @@ def tool_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str]
 
 
 @pytest.fixture
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def private_tmp(shared_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Make this process's temporary files land in a directory the test can inspect."""
-    root = tmp_path / "tmp"
+    root = shared_tmp / "tmp"
     root.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(root))
     return root

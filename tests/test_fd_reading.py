@@ -90,7 +90,7 @@ def test_a_file_swapped_mid_document_is_not_read(env: dict[str, str], tmp_path: 
     doc = json.loads(importer("status", batch, "--json", env=env, check=True).stdout)
     assert doc["documents"][0]["status"] == "done"
     with db.session() as s:
-        texts = dict(s.execute(select(Page.number, Page.text)).tuples().all())
+        texts = {number: text for number, text in s.execute(select(Page.number, Page.text))}
     assert sorted(texts) == [1, 2, 3, 4]
     for number, text in texts.items():
         assert cer(scan.pages[number - 1], text) < 0.05, number

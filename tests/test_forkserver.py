@@ -41,9 +41,9 @@ def fresh_forkserver() -> Iterator[None]:
 
 
 @pytest.fixture
-def slow_renderer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def slow_renderer(shared_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A `pdftoppm` first on PATH that runs for a minute: a program the child waits on."""
-    bin_dir = tmp_path / "bin"
+    bin_dir = shared_tmp / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "pdftoppm"
     wrapper.write_text("#!/bin/sh\nexec sleep 60\n")

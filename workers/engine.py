@@ -40,6 +40,7 @@ from collections.abc import Collection, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from importer.states import PageSource
+from workers import isolation
 from workers.document import (
     _ERRORS,
     MB,
@@ -47,6 +48,7 @@ from workers.document import (
     DocumentError,
     DocumentInfo,
     DocumentTimeout,
+    FileUnreadable,
     Limits,
     OutOfMemory,
     OverLimit,
@@ -54,6 +56,7 @@ from workers.document import (
     PageTimeout,
 )
 from workers.forkserver import ForkServer, ForkServerError
+from workers.isolation import ChildUser
 from workers.pdf import signal_name
 from workers.reader import iter_pages
 
@@ -64,6 +67,7 @@ MAX_MESSAGE = 64 * MB  # one page's text, as JSON
 MAX_LOG_LINE = 64 * 1024
 REAP_TIMEOUT = 30.0  # a SIGKILLed child is gone at once unless stuck in the kernel (NFS)
 EXIT_OUT_OF_MEMORY = 70  # the child's exit status after a MemoryError
+MAX_OPEN_FILES = 256  # the child and each program it runs
 CHILD_FD = 3  # where the child finds the document's open descriptor (after stdin/out/err)
 
 
@@ -86,15 +90,25 @@ def process_document(
     """Yields DocumentInfo first, then one PageResult per page in page order (pages in
     skip_pages are not processed, so a retried document can resume); raises DocumentError.
 
-    With `fd` (the file, opened and checked by the caller), the child inherits that open
-    descriptor and reads the document only through it; `path` then only names it.
+    The child inherits an open descriptor of the file and reads the document only
+    through it: `fd` when the caller opened (and checked) the file, else one opened here;
+    `path` then only names it in messages.
 
     The reading happens in a child process; nothing the PDF does can take this process
     down. Leaving the loop early (break, an exception, closing the generator) kills the
     child and its programs at once, and the page images always go with them.
     """
     skip = sorted({int(n) for n in skip_pages})
+    own_fd = None
+    if fd is None:  # the child never opens a name: it gets this process's open file
+        try:
+            fd = own_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise FileUnreadable(f"cannot read {path}: {e.strerror or e}") from e
     work_dir = tempfile.mkdtemp(prefix="importer-doc-")
+    user = _child_user()
+    if user is not None:  # page images and Tesseract's files, written as the child's user
+        os.chown(work_dir, user.uid, user.gid)
     request = {
         "path": os.path.abspath(path),
         "lang": lang,
@@ -102,12 +116,12 @@ def process_document(
         "skip": skip,
         "work_dir": work_dir,
         "text_layer": text_layer,
-        "fd": None if fd is None else CHILD_FD,
+        "fd": CHILD_FD,
         "log_level": logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.INFO,
     }
     child: _Child | None = None
     try:
-        child = _start_child(() if fd is None else (fd,))
+        child = _start_child((fd,))
         log.debug("engine child %d reads %s", child.pid, request["path"])
         assert child.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # an early death shows in the exit status
@@ -118,13 +132,31 @@ def process_document(
         if child is not None:
             _kill_group(child)
         shutil.rmtree(work_dir, ignore_errors=True)
+        if own_fd is not None:
+            os.close(own_fd)
         _recycle()
 
 
 # The fork server: one per worker process, replaced after MAX_DOCUMENTS or any oddity.
 
 MAX_DOCUMENTS = 200
+DEFAULT_CHILD_USER = "nobody"
 _server: ForkServer | None = None
+_user: tuple[ChildUser | None] | None = None  # set by configure(), else the default
+
+
+def configure(*, child_user: ChildUser | None) -> None:
+    """Whom this process's document children run as (None: as this process's user)."""
+    global _user
+    stop_forkserver()
+    _user = (child_user,)
+
+
+def _child_user() -> ChildUser | None:
+    global _user
+    if _user is None:
+        _user = (isolation.child_user(DEFAULT_CHILD_USER),)
+    return _user[0]
 
 
 def start_forkserver() -> None:
@@ -147,7 +179,11 @@ def forkserver_pid() -> int | None:
 def _forkserver() -> ForkServer:
     global _server
     if _server is None or _server.owner != os.getpid():
-        _server = ForkServer([sys.executable, "-m", __name__, "--forkserver"], _child_environment())
+        user = _child_user()
+        argv = [sys.executable, "-I", "-m", __name__, "--forkserver"]  # -I: no cwd, no PYTHON*
+        argv += ["--user", user.argument()] if user is not None else []
+        home = tempfile.mkdtemp(prefix="importer-forkserver-")  # its cwd, and its children's
+        _server = ForkServer(argv, _child_environment(), cwd=home)
     return _server
 
 
@@ -584,6 +620,7 @@ def _apply_limits(limits: Limits) -> None:
     _lower(resource.RLIMIT_CPU, limits.cpu_seconds, hard_extra=5)
     _lower(resource.RLIMIT_FSIZE, limits.max_page_pixels + 16 * MB)
     _lower(resource.RLIMIT_CORE, 0)
+    _lower(resource.RLIMIT_NOFILE, MAX_OPEN_FILES)
 
 
 def _lower(kind: int, value: int, *, hard_extra: int = 0) -> None:
@@ -603,11 +640,25 @@ def forkserver_main(argv: list[str]) -> int:
 
     from workers import forkserver
 
-    if argv[:1] != ["--forkserver"] or len(argv) != 2:
-        print("usage: python -m workers.engine --forkserver FD", file=sys.stderr)
+    if argv[:1] != ["--forkserver"] or len(argv) not in (2, 4) or argv[1:2] not in ([], ["--user"]):
+        print(
+            "usage: python -m workers.engine --forkserver [--user NAME:UID:GID] FD", file=sys.stderr
+        )
         return 2
+    user = isolation.ChildUser.parse(argv[2]) if len(argv) == 4 else None
+    # What a child may need, loaded now: after it drops to its user, the venv may be unreadable.
+    import PIL.Image  # noqa: F401
+    import pypdf  # noqa: F401
+    import pytesseract  # noqa: F401
+
+    try:
+        isolation.enter_private_network()
+    except OSError as e:
+        print(
+            f"WARNING engine fork server: document children keep the network ({e})", file=sys.stderr
+        )
     gc.freeze()  # what is imported now stays shared with every child, untouched by gc
-    return forkserver.serve(int(argv[1]), child_main)
+    return forkserver.serve(int(argv[-1]), child_main, user)
 
 
 if __name__ == "__main__":

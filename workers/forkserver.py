@@ -30,6 +30,7 @@ import ctypes
 import fcntl
 import json
 import os
+import resource
 import select
 import signal
 import socket
@@ -40,8 +41,11 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from workers.isolation import ChildUser, drop_to
+
 MAX_CONTROL = 64 * 1024  # one control message
 MAX_FDS = 16  # file descriptors passed with one request
+CHILD_USER_PROCESSES = 64  # processes the children's user may run (all workers' children)
 START_SECONDS = 30.0  # a fresh interpreter importing the reader, on a very busy machine
 ANSWER_SECONDS = 10.0  # a running fork server answers a fork request in milliseconds
 _PR_SET_PDEATHSIG = 1
@@ -57,13 +61,16 @@ class ForkServerError(Exception):
 class ForkServer:
     """A running fork server, seen from the worker process that started it."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None = None) -> None:
+        """`cwd`, a directory made for it alone, is removed once the server is gone."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.cwd = cwd
         try:
             self.proc = subprocess.Popen(
                 [*argv, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 env=dict(env),
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,  # the terminal's ^C is for the worker, which drains
@@ -129,6 +136,7 @@ class ForkServer:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.discard()
+        self._remove_cwd()
 
     def discard(self) -> None:
         """Kill it (its children die with it) and reap it."""
@@ -137,6 +145,12 @@ class ForkServer:
             self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(30)
+        self._remove_cwd()
+
+    def _remove_cwd(self) -> None:
+        if self.cwd is not None and self.proc.returncode is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.cwd)
 
     def _answer(self, deadline: float) -> dict[str, Any]:
         """The next message that is not an exit report (those are filed in `exited`)."""
@@ -189,8 +203,11 @@ class ForkServer:
 # The server's side ----------------------------------------------------------------------
 
 
-def serve(control_fd: int, target: Callable[[], int]) -> int:
-    """The fork server's loop: fork a child running `target` per request, reap, report."""
+def serve(control_fd: int, target: Callable[[], int], user: ChildUser | None = None) -> int:
+    """The fork server's loop: fork a child running `target` per request, reap, report.
+
+    With `user`, each child becomes that user right after the fork (the server itself
+    keeps the privileges it needs to kill and reap them)."""
     ctl = socket.socket(fileno=control_fd)
     libc = ctypes.CDLL(None, use_errno=True)
     children: dict[int, int] = {}  # pidfd -> pid
@@ -211,7 +228,7 @@ def serve(control_fd: int, target: Callable[[], int]) -> int:
                     raise ValueError("truncated request")
                 request = json.loads(data)
                 if request.get("op") == "fork":
-                    pid = _fork(ctl, fds, target, libc)
+                    pid = _fork(ctl, fds, target, libc, user)
                     children[_pidfd(pid)] = pid
                     _send(ctl, {"t": "forked", "pid": pid})
                 elif request.get("op") == "kill" and request.get("pid") in children.values():
@@ -259,7 +276,13 @@ def _reap(pid: int, pidfd: int) -> dict[str, Any]:
     return {"t": "exit", "pid": pid, "status": os.waitstatus_to_exitcode(status)}
 
 
-def _fork(ctl: socket.socket, fds: list[int], target: Callable[[], int], libc: Any) -> int:
+def _fork(
+    ctl: socket.socket,
+    fds: list[int],
+    target: Callable[[], int],
+    libc: Any,
+    user: ChildUser | None = None,
+) -> int:
     if len(fds) < 3:
         raise ValueError(f"a fork request needs stdin, stdout and stderr, got {len(fds)} fds")
     sys.stdout.flush()
@@ -271,6 +294,11 @@ def _fork(ctl: socket.socket, fds: list[int], target: Callable[[], int], libc: A
     code = 1
     try:
         _become_child(fds, parent, libc)
+        if user is not None:
+            drop_to(user)
+            _die_with(parent, libc)  # changing credentials cleared the parent-death signal
+            # its programs, and no more: a fork bomb in a parser stops here
+            resource.setrlimit(resource.RLIMIT_NPROC, (CHILD_USER_PROCESSES,) * 2)
         code = target()
     except BaseException:
         with contextlib.suppress(BaseException):
@@ -283,14 +311,18 @@ def _fork(ctl: socket.socket, fds: list[int], target: Callable[[], int], libc: A
     raise AssertionError("unreachable")
 
 
-def _become_child(fds: list[int], parent: int, libc: Any) -> None:
-    """A session of its own (one signal reaches everything it runs), death with the fork
-    server, and nothing of the server's open files but the descriptors it was sent."""
-    os.setsid()
+def _die_with(parent: int, libc: Any) -> None:
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # the server died before the line above
         os._exit(1)
+
+
+def _become_child(fds: list[int], parent: int, libc: Any) -> None:
+    """A session of its own (one signal reaches everything it runs), death with the fork
+    server, and nothing of the server's open files but the descriptors it was sent."""
+    os.setsid()
+    _die_with(parent, libc)
     base = max(fds) + 1
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
     for target, fd in enumerate(moved):

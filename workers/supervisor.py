@@ -23,11 +23,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from importer.config import Settings
 from importer.db.engine import open_database
-from importer.errors import ImporterError
+from importer.errors import ConfigError, ImporterError
 from importer.gearman_io import GearmanIO, host_list
 from importer.outbox import deliver_pending
 from importer.requeue import requeue_stale
-from workers import engine
+from workers import engine, isolation
 from workers.job import JobContext, StopNow
 from workers.loop import install_signal_handlers, owner_name, work
 
@@ -48,7 +48,7 @@ class WorkerOptions:
     log_level: int = logging.INFO
 
 
-def _child_main(settings_data: dict[str, Any], opts: WorkerOptions) -> None:
+def _child_main(settings_data: dict[str, Any], opts: WorkerOptions, slot: int = 0) -> None:
     logging.basicConfig(
         level=opts.log_level,
         format="%(asctime)s %(processName)s %(levelname)s %(message)s",
@@ -56,8 +56,10 @@ def _child_main(settings_data: dict[str, Any], opts: WorkerOptions) -> None:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("OMP_THREAD_LIMIT", "1")
-    engine.start_forkserver()  # it imports the reader while we connect
+    isolation.make_non_dumpable()  # its environment and memory hold keys and passwords
     settings = Settings(**settings_data)
+    engine.configure(child_user=isolation.child_user(settings.child_user, slot))
+    engine.start_forkserver()  # it imports the reader while we connect
     stop = threading.Event()
     busy = threading.Event()
     install_signal_handlers(stop, busy)
@@ -100,13 +102,17 @@ class Supervisor:
         self.backoff: dict[int, float] = {}
         self.stopping = threading.Event()
         self.restarts = 0
+        try:  # a user that does not exist is the operator's to fix, before any child starts
+            isolation.child_user(settings.child_user)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
 
     def _start(self, slot: int) -> None:
         method = "fork" if threading.active_count() == 1 else "spawn"
         context: Any = mp.get_context(method)
         proc = context.Process(
             target=_child_main,
-            args=(settings_payload(self.settings), self.opts),
+            args=(settings_payload(self.settings), self.opts, slot),
             name=f"worker-{slot}",
             daemon=False,
         )
@@ -115,6 +121,7 @@ class Supervisor:
         self.started_at[slot] = time.monotonic()
 
     def start(self) -> None:
+        isolation.make_non_dumpable()
         for slot in range(self.opts.concurrency):
             self._start(slot)
 

@@ -1,0 +1,114 @@
+"""What a document child can reach, seen from inside a real one: a `pdftotext` first on
+PATH records what the process that parses the PDF can do, then runs the real one."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLES, importer
+
+MARKER = "importer-isolation-marker-secret"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="children drop privileges as root")
+
+PROBE = """#!/bin/bash
+{{
+  echo "uid=$(id -u)"
+  grep -ls {marker} /proc/[0-9]*/environ >/dev/null && echo "environ=read" || echo "environ=no"
+  cat {data}/secret_keys >/dev/null 2>&1 && echo "keys=read" || echo "keys=no"
+  cat {data}/importer.db >/dev/null 2>&1 && echo "database=read" || echo "database=no"
+  timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5432' 2>/dev/null \\
+    && echo "network=connected" || echo "network=no"
+}} > {out}/probe-$$.txt
+exec {real} "$@"
+"""
+
+PLANTED = """from pathlib import Path
+Path({out!r}, "planted-" + __name__).write_text("imported")
+"""
+
+
+def test_a_document_child_reaches_nothing_but_its_file(
+    env: dict[str, str], shared_tmp: Path
+) -> None:
+    out = shared_tmp / "out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)  # the child writes here as its own user
+    bin_dir = shared_tmp / "bin"
+    bin_dir.mkdir()
+    probe = bin_dir / "pdftotext"
+    real = shutil.which("pdftotext")
+    data = Path(env["IMPORTER_DATA_DIR"])
+    probe.write_text(PROBE.format(marker=MARKER, data=data, out=out, real=real))
+    probe.chmod(0o755)
+    cwd = shared_tmp / "cwd"  # the worker's working directory, with modules planted in it
+    cwd.mkdir()
+    for name in ("selectors", "json", "tempfile"):
+        (cwd / f"{name}.py").write_text(PLANTED.format(out=str(out)))
+    env["IMPORTER_SECRET_KEYS"] = f"k1:{MARKER}-0123456789abcdef"
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    batch = json.loads(
+        importer(
+            "submit", str(SAMPLES / "born_digital.pdf"), "--email", "ops@example.com", "--json",
+            env=env, check=True,
+        ).stdout
+    )["batch_id"]  # fmt: skip
+    worker = subprocess.run(
+        [str(Path(sys.executable).parent / "importer"), "worker", "--burst"],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+
+    probes = list(out.glob("probe-*.txt"))
+    assert probes, "the child never ran pdftotext"
+    seen = dict(line.split("=", 1) for line in probes[0].read_text().split())
+    assert seen["uid"] != "0"
+    assert seen["environ"] == "no", "the child read a worker's environment (keys)"
+    assert seen["keys"] == "no" and seen["database"] == "no"
+    assert seen["network"] == "no", "the child connected to 127.0.0.1:5432"
+    assert not list(out.glob("planted-*")), "a module planted in the worker's cwd ran"
+    status = json.loads(importer("status", batch, "--json", env=env, check=True).stdout)
+    assert status["documents"][0]["status"] == "done"  # read through the inherited descriptor
+    assert status["documents"][0]["progress"] == [3, 3]
+
+
+def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(
+    shared_tmp: Path,
+) -> None:
+    """What the workers do for themselves, seen from another process of the same user."""
+    script = (
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from workers.isolation import make_non_dumpable\n"
+        "if sys.argv[1] == 'hide':\n"
+        "    make_non_dumpable()\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    program = shared_tmp / "target.py"
+    program.write_text(script)
+    drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    results = {}
+    for mode in ("hide", "show"):
+        target = subprocess.Popen(
+            [*drop, sys.executable, "-S", str(program), mode],
+            stdout=subprocess.PIPE, text=True, env={"SECRET": MARKER},
+        )  # fmt: skip
+        try:
+            assert target.stdout is not None
+            pid = target.stdout.readline().strip()
+            reader = subprocess.run(
+                [*drop, "cat", f"/proc/{pid}/environ"], capture_output=True, text=True
+            )
+            results[mode] = MARKER in reader.stdout
+        finally:
+            target.kill()
+            target.wait()
+    assert results == {"hide": False, "show": True}
