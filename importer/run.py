@@ -16,11 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from importer.commands import check_lang, print_submit_result, submit_with_progress
-from importer.config import Settings
+from importer.config import Settings, make_private_dir
 from importer.db.engine import Database, open_database
 from importer.errors import ExitCode, GearmanUnavailable
 from importer.gearman_io import GearmanIO
 from importer.gearmand import GearmandProcess, free_port
+from importer.keyring import check_fleet_keys
 from importer.notify import validate_address
 from importer.outbox import deliver_pending
 from importer.states import NotifyMode, TextLayerMode
@@ -153,12 +154,14 @@ def run_all(
             from importer.errors import BadInput
 
             raise BadInput(f"{raw}: no such file or directory")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(settings.data_dir)
     settings = _roots_for(settings, paths)
     with ExitStack() as stack:
         private = _gearmand_for(settings, stack)  # it starts while the database opens
-        settings.keyring()  # generate keys once, before workers race for them
+        ring = settings.keyring()  # generate keys once, before workers race for them
         db = open_database(settings.resolved_database_url)
+        for warning in check_fleet_keys(db, ring):
+            err.print(f"warning: {warning}", style="yellow")
         started = time.monotonic()
         if private is not None:
             settings = private.ready(settings, err)
