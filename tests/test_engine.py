@@ -118,19 +118,25 @@ def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes in a process group, after giving SIGKILL a moment."""
     members: list[int] = []
     for _ in range(40):
-        members = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                members.append(int(entry.name))
+        members = group_members_now(pgid)
         if not members:
             break
         time.sleep(0.05)
+    return members
+
+
+def group_members_now(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in a process group, now."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
     return members
 
 

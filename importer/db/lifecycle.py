@@ -195,20 +195,7 @@ def _put_pages(s, doc_id: int, pages: Sequence[StoredPage]) -> None:  # type: ig
     """Store pages, replacing any of the same numbers (a replayed job is harmless)."""
     numbers = [p.number for p in pages]
     s.execute(delete(Page).where(Page.document_id == doc_id, Page.number.in_(numbers)))
-    s.execute(
-        insert(Page),
-        [
-            {
-                "document_id": doc_id,
-                "number": p.number,
-                "text": p.text,
-                "source": p.source,
-                "confidence": p.confidence,
-                "seconds": p.seconds,
-            }
-            for p in pages
-        ],
-    )
+    s.execute(insert(Page), _page_rows(doc_id, pages))
 
 
 def _pages_done(doc_id: int):  # type: ignore[no-untyped-def]

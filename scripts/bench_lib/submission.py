@@ -17,11 +17,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from bench_lib.contenders import EMAIL, importer, importer_env
-from bench_lib.corpus import FILES_PER_DIR, Corpus
+from bench_lib.corpus import Corpus, write_small_pdfs
 from bench_lib.procs import BenchError, Finished, clean_env, run
 from bench_lib.results import SectionResult, ratio_goal, row
 from bench_lib.rounds import Series, Step, alternate
-from bench_lib.tinypdf import tiny_pdf
 from bench_lib.treemem import PeakSampler
 from importer.gearmand import GearmandProcess, free_port
 
@@ -169,21 +168,13 @@ def submission(corpus: Corpus, work: Path, rounds: int) -> SectionResult:
     return result
 
 
-def _write_small_pdfs(out: Path, count: int) -> None:
-    for number in range(count):
-        folder = out / f"{number // FILES_PER_DIR:03d}"
-        if number % FILES_PER_DIR == 0:
-            folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"doc-{number:06d}.pdf").write_bytes(tiny_pdf(number))
-
-
 def _large_run(work: Path) -> Series:
     """One submit of LARGE_FILES files under /tmp, for its peak RSS; the files are removed."""
     series = Series(IMPORTER)
     top = Path(tempfile.mkdtemp(prefix="bench-submit-large-", dir="/tmp"))
     try:
         files = top / "files"
-        _write_small_pdfs(files, LARGE_FILES)
+        write_small_pdfs(files, LARGE_FILES)
         step = _round(
             work,
             "large",
