@@ -21,6 +21,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="children drop privile
 PROBE = """#!/bin/bash
 {{
   echo "uid=$(id -u)"
+  echo "files=$(ulimit -n)"
+  echo "processes=$(ulimit -u)"
   grep -ls {marker} /proc/[0-9]*/environ >/dev/null && echo "environ=read" || echo "environ=no"
   cat {data}/secret_keys >/dev/null 2>&1 && echo "keys=read" || echo "keys=no"
   cat {data}/importer.db >/dev/null 2>&1 && echo "database=read" || echo "database=no"
@@ -70,6 +72,7 @@ def test_a_document_child_reaches_nothing_but_its_file(
     assert probes, "the child never ran pdftotext"
     seen = dict(line.split("=", 1) for line in probes[0].read_text().split())
     assert seen["uid"] != "0"
+    assert (seen["files"], seen["processes"]) == ("256", "64")
     assert seen["environ"] == "no", "the child read a worker's environment (keys)"
     assert seen["keys"] == "no" and seen["database"] == "no"
     assert seen["network"] == "no", "the child connected to 127.0.0.1:5432"
@@ -112,3 +115,24 @@ def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(
             target.kill()
             target.wait()
     assert results == {"hide": False, "show": True}
+
+
+def test_each_worker_slot_gets_its_own_user_when_the_prefix_names_some() -> None:
+    from workers.isolation import child_user
+
+    if shutil.which("useradd") is None:
+        pytest.skip("no useradd here")
+    names = ["importer-test-child0", "importer-test-child1"]
+    for name in names:
+        subprocess.run(["useradd", "--system", "--no-create-home", name], check=True)
+    try:
+        slot0, slot1 = child_user("importer-test-child", 0), child_user("importer-test-child", 1)
+        assert slot0 is not None and slot1 is not None
+        assert (slot0.name, slot1.name) == tuple(names) and slot0.uid != slot1.uid
+        with pytest.raises(ValueError, match="names no user"):  # none for slot 2, nor the prefix
+            child_user("importer-test-child", 2)
+    finally:
+        for name in names:
+            subprocess.run(["userdel", name], check=False)
+    shared = child_user("nobody", 5)  # no nobody5: one user for every slot
+    assert shared is not None and shared.name == "nobody" and shared.uid != 0
