@@ -22,3 +22,49 @@ def test_first_use_creates_the_schema(database_url: str) -> None:
     if db.dialect == "sqlite":
         with db.engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_a_fresh_schema_is_the_one_the_migrations_build(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An empty database is created from the models (no alembic at start-up); an older one
+    is migrated. Both must end with the same tables, columns, keys and indexes."""
+    from alembic import command
+
+    from importer.db.engine import Database
+
+    fresh = open_database(database_url)
+    if fresh.dialect == "sqlite":
+        migrated_url = f"sqlite:///{tmp_path / 'migrated.db'}"
+    else:
+        migrated_url = database_url.rsplit("/", 1)[0] + "/" + database_url.rsplit("/", 1)[1]
+        with fresh.engine.begin() as conn:  # the same server, a schema of its own
+            conn.execute(text("CREATE SCHEMA migrated"))
+        migrated_url += "?options=-csearch_path%3Dmigrated"
+    migrated = Database(migrated_url)
+    with migrated.engine.begin() as conn:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    assert describe(fresh) == describe(migrated)
+    assert describe(fresh)["alembic_version"]
+
+
+def describe(db) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    found = inspect(db.engine)
+    out: dict[str, object] = {}
+    for table in sorted(found.get_table_names()):
+        columns = [
+            (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+            for c in found.get_columns(table)
+        ]
+        keys = found.get_pk_constraint(table)["constrained_columns"]
+        foreign = sorted(
+            (tuple(f["constrained_columns"]), f["referred_table"])
+            for f in found.get_foreign_keys(table)
+        )
+        indexes = sorted(
+            (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            for i in found.get_indexes(table)
+        )
+        uniques = sorted(tuple(u["column_names"]) for u in found.get_unique_constraints(table))
+        out[table] = (sorted(columns), keys, foreign, indexes, uniques)
+    return out

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
@@ -128,6 +128,9 @@ class Database:
             with self.engine.connect() as conn:
                 if current_revision(conn) == head:
                     return
+            with self._migration_lock(), self.engine.begin() as conn:
+                if self._create_fresh(conn):
+                    return
             from alembic import command
             from alembic.runtime.migration import MigrationContext
 
@@ -143,6 +146,27 @@ class Database:
                 f"database {self.safe_url} is unreachable ({_first_line(e)}): start it, or fix "
                 "IMPORTER_DATABASE_URL"
             ) from e
+
+    def _create_fresh(self, conn: Any) -> bool:
+        """An empty database gets the newest schema from the models at once, stamped with
+        its revision, without importing alembic (a test keeps the two schemas equal)."""
+        from importer.db.models import Base
+
+        found = inspect(conn)
+        if found.has_table("alembic_version") or found.has_table("batches"):
+            return False
+        log.info("creating the schema of %s at %s", self.safe_url, SCHEMA_REVISION)
+        Base.metadata.create_all(conn)
+        conn.execute(
+            text(
+                "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL,"
+                " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": SCHEMA_REVISION}
+        )
+        return True
 
     @contextmanager
     def _migration_lock(self) -> Iterator[None]:
