@@ -176,7 +176,7 @@ def test_forgeries_of_a_real_queued_job_are_refused_by_the_signature_checks(
     importer("worker", "--burst", env=env, check=True)
 
     with open_database(settings.resolved_database_url).session() as s:
-        reasons = dict(s.execute(select(RejectedJob.unique, RejectedJob.reason)).tuples().all())
+        reasons = {u: r for u, r in s.execute(select(RejectedJob.unique, RejectedJob.reason))}
     assert set(reasons) == set(forged)
     assert "signature does not match" in reasons["f-badsig"]
     assert "unknown key id 'k9'" in reasons["f-unknownkid"]
