@@ -22,7 +22,6 @@ from importer.config import Settings
 from importer.db import lifecycle
 from importer.db.engine import Database
 from importer.errors import ImporterError, PayloadRejected
-from importer.outbox import deliver_pending
 from importer.states import DocStatus
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
@@ -113,10 +112,9 @@ def handle(
     try:
         fd = open_confined(claimed.path, ctx.roots, claimed.size)
     except Refused as e:
-        finished = lifecycle.finish(
+        lifecycle.finish(
             ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=e.reason
         )
-        _deliver(ctx, finished)
         return Outcome("failed", e.reason)
     except OSError as e:
         return _retry(ctx, claimed, f"cannot open {claimed.path}: {e.strerror or e}")
@@ -237,10 +235,9 @@ def _read(
     except DocumentError as e:
         flush()
         if not e.transient:
-            finished = lifecycle.finish(
+            lifecycle.finish(
                 ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=e.reason
             )
-            _deliver(ctx, finished)
             return Outcome("failed", e.reason)
         return _retry(ctx, claimed, e.reason)
     finally:
@@ -255,7 +252,6 @@ def _read(
     )
     if not finished:
         return Outcome("dropped", "lease lost")
-    _deliver(ctx, finished)
     return Outcome("done", f"{done} pages")
 
 
@@ -264,7 +260,6 @@ def _retry(ctx: JobContext, claimed: lifecycle.Claimed, reason: str) -> Outcome:
     status = lifecycle.retry_later(
         ctx.db, claimed.id, owner=ctx.owner, error=reason, max_attempts=ctx.settings.max_attempts
     )
-    _deliver(ctx)
     return Outcome("dead" if status == DocStatus.dead else "retry", reason)
 
 
@@ -273,18 +268,3 @@ def _close(events: Iterator[object]) -> None:
     close = getattr(events, "close", None)
     if close is not None:
         close()
-
-
-def _deliver(ctx: JobContext, finished: lifecycle.Finished | None = None) -> None:
-    """Send what the document's end decided; a database hiccup leaves it to the reaper.
-
-    A finish that queued no e-mail has nothing to send now (what an earlier pass left
-    behind is the reaper's)."""
-    if finished is not None and finished is not lifecycle.Finished.mail:
-        return
-    try:
-        deliver_pending(
-            ctx.db, mail_url=ctx.settings.resolved_mail_url, mail_from=ctx.settings.mail_from
-        )
-    except SQLAlchemyError as e:
-        log.warning("e-mail left in the outbox for the next pass: %s", str(e).splitlines()[0])

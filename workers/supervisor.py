@@ -37,6 +37,7 @@ DRAIN_SECONDS = 60.0
 RESTART_BACKOFF_MIN = 0.5
 RESTART_BACKOFF_MAX = 30.0
 STABLE_SECONDS = 60.0  # a worker that ran this long before dying starts its backoff afresh
+DELIVERY_SECONDS = 0.5  # how soon a queued e-mail leaves
 
 
 @dataclass(frozen=True)
@@ -150,9 +151,6 @@ class Supervisor:
                 requeue_stale(
                     db, gio, self.settings.keyring(), max_attempts=self.settings.max_attempts
                 )
-            deliver_pending(
-                db, mail_url=self.settings.resolved_mail_url, mail_from=self.settings.mail_from
-            )
         except ImporterError as e:
             log.warning("reaper pass skipped: %s", e.message)
         except SQLAlchemyError as e:
@@ -187,6 +185,7 @@ class Supervisor:
         gio = GearmanIO.from_settings(self.settings)
         if not self.children:
             self.start()
+        courier = Courier(self.settings)  # started after the fork: workers never inherit it
         next_reap = time.monotonic()
         try:
             while not self.stopping.is_set():
@@ -200,7 +199,42 @@ class Supervisor:
         finally:
             self.stop()
             gio.close()
+            courier.stop()
+            courier.deliver(db)  # the last documents' e-mail goes out before we exit
         return 0
+
+
+class Courier:
+    """Delivers the outbox from a thread of the supervisor, every DELIVERY_SECONDS.
+
+    Workers only write outbox rows (in the transaction that finishes a document or a
+    batch); a slow or dead mail server holds up this thread, never a job."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="courier", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        db = open_database(self.settings.resolved_database_url, migrate=False)
+        while not self.stopping.wait(DELIVERY_SECONDS):
+            self.deliver(db)
+
+    def deliver(self, db: Any) -> None:
+        try:
+            deliver_pending(
+                db, mail_url=self.settings.resolved_mail_url, mail_from=self.settings.mail_from
+            )
+        except ImporterError as e:
+            log.warning("e-mail left in the outbox for the next pass: %s", e.message)
+        except SQLAlchemyError as e:
+            log.warning("e-mail left in the outbox: database error: %s", str(e).splitlines()[0])
+
+    def stop(self) -> None:
+        """Stop taking e-mail; one caught mid-delivery finishes or times out on its own."""
+        self.stopping.set()
+        self.thread.join(1.0)
 
 
 def install_supervisor_signals(sup: Supervisor) -> None:
