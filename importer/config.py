@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     @field_validator("secret_keys")
     @classmethod
     def _keys_parse(cls, value: str) -> str:
+        kids = [item.partition(":")[0] for item in _split(value, ",")]
+        if value.strip() and not kids:
+            raise ValueError("no key given (make one with: importer keys new)")
+        if len(set(kids)) != len(kids):
+            raise ValueError("each key id may appear once (kid:secret,kid2:secret2)")
         for item in _split(value, ","):
             kid, sep, secret = item.partition(":")
             if not sep or not kid or len(secret.encode()) < MIN_SECRET_BYTES:

@@ -183,9 +183,20 @@ def _isolation(settings: Settings) -> Check:
         f"children run as {user.name}" if user else "children run as the worker's user",
         "no network" if network is None else f"network reachable ({network})",
     ]
-    if user is not None and network is None:
+    shared = user is not None and isolation.child_user(settings.child_user, 0) == user
+    if shared:
+        walls.append("children of all workers share that user")
+    if user is not None and network is None and not shared:
         return Check("isolation", OK, "; ".join(walls))
-    fix = "run workers as root, so children drop to IMPORTER_CHILD_USER" if user is None else ""
+    if user is None:
+        fix = "run workers as root, so children drop to IMPORTER_CHILD_USER"
+    elif shared:
+        fix = (
+            f"create users {settings.child_user}0, {settings.child_user}1, ... (one per worker"
+            " process) so children of different workers cannot reach each other"
+        )
+    else:
+        fix = "give the workers CAP_SYS_ADMIN (a container) for a network namespace"
     return Check("isolation", WARN, "; ".join(walls), fix)
 
 

@@ -129,6 +129,13 @@ def test_only_the_regular_file_recorded_at_submit_is_opened(tmp_path: Path) -> N
     size = recorded.stat().st_size
     with pytest.raises(Refused, match="changed since it was submitted"):
         open_confined(str(recorded), [tmp_path], size - 1)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.pdf"
+    os.link(recorded, outside)  # the same file under a second name, outside the roots
+    try:
+        with pytest.raises(Refused, match="2 hard links"):
+            open_confined(str(recorded), [tmp_path], size)
+    finally:
+        outside.unlink()
     recorded.unlink()
     os.mkfifo(recorded)  # would block a plain open() until someone writes
     with pytest.raises(Refused, match="not a regular file"):

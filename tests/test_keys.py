@@ -97,6 +97,10 @@ def test_keys_new_prints_a_key_the_settings_accept() -> None:
     assert new_key() != key
     with pytest.raises(ValueError, match="32 bytes or more"):
         Settings(secret_keys="k1:" + "x" * 31)
+    with pytest.raises(ValueError, match="no key given"):
+        Settings(secret_keys=",")
+    with pytest.raises(ValueError, match="each key id may appear once"):
+        Settings(secret_keys=f"{KEY_A},{KEY_A_OTHER}")
 
 
 def test_keys_are_generated_only_when_everything_is_local(tmp_path: Path) -> None:

@@ -36,8 +36,9 @@ class Refused(Exception):
 def open_confined(path: str, roots: Sequence[Path], size: int | None) -> int:
     """An open, read-only descriptor of the recorded file, checked where it really is.
 
-    Raises Refused for a link, something other than a regular file, a file outside the
-    roots or one whose size is not the size recorded at submit; OSError when it cannot be
+    Raises Refused for a link (symbolic, or a second hard link), something other than a
+    regular file, a file outside the roots or one whose size is not the size recorded at
+    submit; OSError when it cannot be
     opened now (gone, storage trouble), which a later attempt may get past.
     """
     if roots and not _within(Path(path), roots):  # nothing outside the roots is even opened
@@ -57,6 +58,11 @@ def open_confined(path: str, roots: Sequence[Path], size: int | None) -> int:
             raise Refused(f"path {path} resolves elsewhere ({real}); refused")
         if roots and not _within(Path(real), roots):
             raise Refused(f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused")
+        if info.st_nlink != 1:  # another name, maybe outside the roots, for the same file
+            raise Refused(
+                f"path {path} has {info.st_nlink} hard links (one may lie outside the roots);"
+                " refused: import a copy of it"
+            )
         if size is not None and info.st_size != size:
             raise Refused(
                 f"{path} changed since it was submitted ({info.st_size:,} bytes, {size:,}"
