@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,8 @@ class Settings(BaseSettings):
                 " with other hosts: make a key once with `importer keys new` and give the same"
                 " value to every host"
             )
+        if not self.secret_keys:
+            check_ours(self.data_dir, self.data_dir / "secret_keys")
         text = self.secret_keys or _generated_keys(self.data_dir)
         ring = []
         for item in _split(text, ","):
@@ -148,6 +151,22 @@ class Settings(BaseSettings):
 
 def _split(value: str, sep: str) -> list[str]:
     return [part.strip() for part in value.split(sep) if part.strip()]
+
+
+def check_ours(*paths: Path) -> None:
+    """Each path that exists is this user's own and no symbolic link: a data dir or key
+    planted by another user would hand them the keys and every page's text."""
+    for path in paths:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+            raise ConfigError(
+                f"{path} belongs to another user (uid {info.st_uid}) or is a symbolic link:"
+                " the importer keeps its keys and text only in what it created; remove it,"
+                " or point IMPORTER_DATA_DIR elsewhere"
+            )
 
 
 def make_private_dir(path: Path) -> None:

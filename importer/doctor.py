@@ -302,6 +302,16 @@ def _file_modes(settings: Settings) -> list[Check]:
     database file and the config file: none may be open to other users."""
     checks = []
     for path, kind in _private_files(settings):
+        owner = path.lstat().st_uid
+        if owner != os.geteuid() or path.is_symlink():
+            checks.append(
+                Check(
+                    kind,
+                    EXPOSED,
+                    f"{path} belongs to uid {owner}, not to this user, or is a link",
+                    f"remove it and let the importer create it (or chown it to uid {os.geteuid()})",
+                )
+            )
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             private = "700" if path.is_dir() else "600"

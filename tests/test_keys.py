@@ -129,3 +129,21 @@ def test_what_run_creates_is_private(tmp_path: Path) -> None:
     for path in created:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, f"{path.relative_to(data)} is {mode:o}"
+
+
+def test_a_data_dir_planted_by_another_user_is_refused(tmp_path: Path) -> None:
+    """Another user's data dir would give them the key that signs and the pages' text."""
+    if os.geteuid() != 0:
+        pytest.skip("planting a file of another user needs root")
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "secret_keys").write_text("k1:" + "k" * 40 + "\n")
+    os.chown(planted / "secret_keys", 65534, 65534)
+    with pytest.raises(ConfigError, match="belongs to another user"):
+        Settings(data_dir=planted).keyring()
+    os.chown(planted / "secret_keys", os.geteuid(), os.getegid())
+    assert Settings(data_dir=planted).keyring()[0][0] == "k1"
+    linked = tmp_path / "linked"
+    linked.symlink_to(planted)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        Settings(data_dir=linked).keyring()
