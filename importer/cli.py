@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from importer.config import Settings, load_settings
+from importer.console import SafeConsole, visible
 from importer.errors import BadInput, ExitCode, ImporterError
 from importer.states import NotifyMode, Priority, TextLayerMode
 
@@ -36,9 +36,9 @@ keys_app = typer.Typer(help="Signing keys for job payloads (IMPORTER_SECRET_KEYS
 app.add_typer(keys_app, name="keys")
 
 # Piped output gets room for its tables instead of 80 squeezed columns.
-# File names, reasons and snippets come from outside: nothing printed is read as markup.
-out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200, markup=False)
-err = Console(stderr=True, soft_wrap=True, markup=False)
+# File names, reasons and snippets come from outside: printed as they are (importer.console).
+out = SafeConsole(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = SafeConsole(stderr=True, soft_wrap=True)
 
 Paths = Annotated[list[str], typer.Argument(help="Files or directories of PDFs.")]
 Email = Annotated[str, typer.Option("--email", help="Who gets the summary e-mail.")]
@@ -405,7 +405,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except ImporterError as e:
-        err.print(Text.assemble(("error:", "bold red"), " ", e.message), highlight=False)
+        err.print(Text.assemble(("error:", "bold red"), " ", visible(e.message)), highlight=False)
         sys.exit(int(e.exit_code))
     except typer.Exit as e:
         sys.exit(e.exit_code)

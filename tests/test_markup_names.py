@@ -9,7 +9,9 @@ from pathlib import Path
 
 from tests.conftest import SAMPLES, importer
 
-NAMES = ("[bold]y.pdf", "<b>z&amp;.pdf")
+ESC = "\x1b"
+NAMES = ("[bold]y.pdf", "<b>z&amp;.pdf", f"r{ESC}[2J{ESC}]52;c;cHduZWQ={ESC}\\w.pdf")
+SHOWN = {name: name.replace(ESC, "\\x1b") for name in NAMES}  # control characters escaped
 
 
 def test_names_full_of_markup_print_as_they_are(tmp_path: Path) -> None:
@@ -24,19 +26,23 @@ def test_names_full_of_markup_print_as_they_are(tmp_path: Path) -> None:
     run = importer("run", str(inbox), "--email", "ops@example.com", "--workers", "1", env=env)
     assert run.returncode == 1, run.stderr  # the broken copies failed; nothing crashed
     assert "Traceback" not in run.stderr
+    assert ESC not in run.stdout + run.stderr, "a file name wrote to the terminal"
     for name in NAMES:
-        assert f"{inbox / name}: corrupt PDF" in run.stdout, run.stdout
+        assert f"{inbox / SHOWN[name]}: corrupt PDF" in run.stdout, run.stdout
 
     batch = json.loads(importer("status", "--json", env=env, check=True).stdout)["batches"][0]
     shown = importer("status", batch["id"], env=env)
     assert shown.returncode == 0, shown.stderr
     assert "[bold]y.pdf" in shown.stdout and "<b>z&amp;.pdf" in shown.stdout
+    assert ESC not in shown.stdout and "\\x1b" in shown.stdout
     assert str(inbox / "[" / "]x.pdf") in shown.stdout.replace("\n", "")
 
     found = importer("search", "Library", env=env)
     assert found.returncode == 0, found.stderr
     assert "]x.pdf" in found.stdout
 
-    missing = importer("submit", str(inbox / "[red]gone.pdf"), "--email", "a@b.example", env=env)
+    missing = importer(
+        "submit", str(inbox / f"[red]{ESC}[2Jgone.pdf"), "--email", "a@b.example", env=env
+    )
     assert missing.returncode == 2
-    assert "[red]gone.pdf: no such file" in missing.stderr
+    assert ESC not in missing.stderr and "[red]\\x1b[2Jgone.pdf: no such file" in missing.stderr
