@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -11,6 +12,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -127,6 +129,14 @@ def importer(
             f"importer {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
         )
     return proc
+
+
+def submit_json(path: str | Path, env: dict[str, str], *extra: str) -> dict[str, Any]:
+    """`importer submit PATH --email ops@example.com --json`, as a user runs it."""
+    proc = importer(
+        "submit", str(path), "--email", "ops@example.com", "--json", *extra, env=env, check=True
+    )
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
 
 
 def cer(expected: str, got: str) -> float:

@@ -12,20 +12,13 @@ from sqlalchemy import select
 
 from importer.db import Document, Page, open_database
 from importer.states import DocStatus, PageSource
-from tests.conftest import SAMPLES, cer, importer, settings_from
+from tests.conftest import SAMPLES, cer, importer, settings_from, submit_json
 
 CLEAN = ["scanned_letter", "scanned_memo", "born_digital", "mixed"]
 
 
 def expected_pages(name: str) -> list[str]:
     return (SAMPLES / f"{name}.txt").read_text().split("\f")
-
-
-def submit_json(inbox: Path, env: dict[str, str], *extra: str) -> dict[str, object]:
-    proc = importer(
-        "submit", str(inbox), "--email", "ops@example.com", "--json", *extra, env=env, check=True
-    )
-    return json.loads(proc.stdout)
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from inotify_simple import INotify, flags
 
 from importer import payload
 from importer.gearman_io import GearmanIO, JobSpec
-from tests.conftest import SAMPLES, importer, settings_from
+from tests.conftest import SAMPLES, importer, settings_from, submit_json
 
 TTL = 3600
 
@@ -64,17 +64,7 @@ def test_forged_jobs_open_nothing_and_are_counted(
     secret = str(layout["secret"])
 
     # a real document, imported once: its payload is what an attacker would capture
-    first = json.loads(
-        importer(
-            "submit",
-            str(layout["root"] / "legit.pdf"),
-            "--email",
-            "ops@example.com",
-            "--json",
-            env=env,
-            check=True,
-        ).stdout
-    )
+    first = submit_json(str(layout["root"] / "legit.pdf"), env)
     importer("worker", "--burst", env=env, check=True)
     doc = status(env, first["batch_id"])["documents"][0]
     assert doc["status"] == "done"
@@ -119,18 +109,7 @@ def test_forged_jobs_open_nothing_and_are_counted(
     assert status(env, first["batch_id"])["documents"][0]["status"] == "done"
 
     # a legitimate job after all of that still completes
-    second = json.loads(
-        importer(
-            "submit",
-            str(layout["root"] / "legit.pdf"),
-            "--email",
-            "ops@example.com",
-            "--json",
-            "--force",
-            env=env,
-            check=True,
-        ).stdout
-    )
+    second = submit_json(str(layout["root"] / "legit.pdf"), env, "--force")
     importer("worker", "--burst", env=env, check=True)
     assert status(env, second["batch_id"])["batches"][0]["done"] == 1
     assert not opened(ino)
@@ -148,17 +127,7 @@ def test_forgeries_of_a_real_queued_job_are_refused_by_the_signature_checks(
 
     settings = settings_from(env)
     ring = settings.keyring()
-    submitted = json.loads(
-        importer(
-            "submit",
-            str(layout["root"] / "legit.pdf"),
-            "--email",
-            "ops@example.com",
-            "--json",
-            env=env,
-            check=True,
-        ).stdout
-    )
+    submitted = submit_json(str(layout["root"] / "legit.pdf"), env)
     doc = status(env, submitted["batch_id"])["documents"][0]
     job = (doc["job_id"], doc["path"], "ops@example.com")
     now = time.time()
@@ -199,17 +168,7 @@ def test_symlink_escape_is_refused_by_submitter_and_worker(
     assert "outside IMPORTER_ALLOWED_ROOTS" in proc.stderr
 
     # walking the root skips the link; the real file is queued
-    result = json.loads(
-        importer(
-            "submit",
-            str(layout["root"]),
-            "--email",
-            "ops@example.com",
-            "--json",
-            env=env,
-            check=True,
-        ).stdout
-    )
+    result = submit_json(str(layout["root"]), env)
     assert result["submitted"] == 1
     # the recorded file is swapped for a link outside the roots before a worker gets to it
     legit = layout["root"] / "legit.pdf"
@@ -228,17 +187,7 @@ def test_worker_refuses_a_recorded_path_outside_the_roots(
     """A document recorded before the roots were narrowed is not read."""
     env_wide = dict(env)
     env_wide["IMPORTER_ALLOWED_ROOTS"] = str(layout["outside"])
-    result = json.loads(
-        importer(
-            "submit",
-            str(layout["secret"]),
-            "--email",
-            "ops@example.com",
-            "--json",
-            env=env_wide,
-            check=True,
-        ).stdout
-    )
+    result = submit_json(str(layout["secret"]), env_wide)
     ino = watch(layout["secret"])
     importer("worker", "--burst", env=env, check=True)
     doc = status(env, result["batch_id"])["documents"][0]
