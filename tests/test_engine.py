@@ -300,6 +300,24 @@ def test_turned_pages_are_read_in_one_pass(
     assert all("--psm 1" in run for run in runs), runs
 
 
+def test_without_a_readable_text_layer_every_page_is_ocred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pdftotext failing (here a stand-in that exits 1) sends every page to OCR, and pdfinfo
+    then sizes every page to render, not only the first."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    failing = bin_dir / "pdftotext"
+    failing.write_text("#!/bin/sh\necho 'Syntax Error: broken text' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    expected = expected_pages("mixed")
+    pages = pages_of(list(iter_pages(SAMPLES / "mixed.pdf")))
+    assert [page.source for page in pages] == [PageSource.ocr] * 3
+    for page in pages:
+        assert cer(expected[page.number - 1], page.text) <= 0.05, page.number
+
+
 def test_a_page_is_judged_by_whether_its_text_can_be_real() -> None:
     contents = "\n".join(
         f"{n}.{m} Section {n}.{m} " + "." * 40 + f" {10 * n + m}"

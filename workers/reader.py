@@ -86,7 +86,6 @@ class _Reader:
         self.source = source
         self.lang = lang
         self.mode = mode
-        self.probe: pdf.Probe | None = None  # pdfinfo's answer, once it was needed
         self.limits = limits
         self.skip = skip
         self.work_dir = work_dir
@@ -125,7 +124,7 @@ class _Reader:
         if not looked_at:
             return set()
         first, last = looked_at[0], looked_at[-1]
-        probe = self.probe or self._probe(first, last)
+        probe = self._probe(first, last)
         images = self._images(first, last)
         for number in to_probe:
             box = probe.boxes.get(number)
@@ -182,7 +181,6 @@ class _Reader:
             )
         if probe.restricted:
             log.info("%s: encrypted with an owner password only; reading it", self.source)
-        self.probe = probe
         return probe
 
     def _text_layer(self) -> list[str]:
