@@ -387,13 +387,12 @@ def keys_new() -> None:
 
 def _check_database(settings: Settings) -> None:
     """The database is reachable and current, and this host holds the fleet's keys."""
+    from importer.commands import check_keys
     from importer.db.engine import open_database
-    from importer.keyring import check_fleet_keys
 
     db = open_database(settings.resolved_database_url)
     try:
-        for warning in check_fleet_keys(db, settings.keyring()):
-            err.print(f"warning: {warning}", style="yellow")
+        check_keys(settings, db, err)
     finally:
         db.engine.dispose()
 

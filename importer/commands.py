@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from importer.config import Settings
-from importer.db.engine import open_database
+from importer.db.engine import Database, open_database
 from importer.errors import BadInput, ExitCode, GearmanUnavailable
 from importer.gearman_io import GearmanIO
 from importer.keyring import check_fleet_keys
@@ -39,6 +39,12 @@ def require_reachable(gio: GearmanIO, settings: Settings) -> None:
             f"no gearmand answers at {settings.gearman_servers} ({detail}): start one with "
             "`importer gearmand`, or set IMPORTER_GEARMAN_SERVERS"
         )
+
+
+def check_keys(settings: Settings, db: Database, err: Console) -> None:
+    """Refuse a host whose signing keys disagree with the fleet's; say what only warns."""
+    for warning in check_fleet_keys(db, settings.keyring()):
+        err.print(f"warning: {warning}", style="yellow")
 
 
 def do_submit(
@@ -73,8 +79,7 @@ def do_submit(
     )
     resolve_args(paths, settings.roots)
     db = open_database(settings.resolved_database_url)
-    for warning in check_fleet_keys(db, settings.keyring()):
-        err.print(f"warning: {warning}", style="yellow")
+    check_keys(settings, db, err)
     gio = None
     if not dry_run:
         gio = GearmanIO.from_settings(settings)

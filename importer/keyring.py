@@ -8,19 +8,16 @@ lacks or holds differently, instead of signing jobs every other host counts as f
 
 from __future__ import annotations
 
-import logging
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from importer.db.engine import Database
 from importer.db.models import SigningKey
 from importer.errors import ConfigError
 from importer.payload import Keyring, fingerprint
-
-log = logging.getLogger(__name__)
 
 FIX = "give every host the same IMPORTER_SECRET_KEYS (newest key first)"
 
@@ -67,7 +64,7 @@ def _check_and_record(db: Database, ring: Keyring) -> list[str]:
                     f"this host signs with {newest_kid!r}, but the fleet's newest key is"
                     f" {fleet_newest!r}: put {fleet_newest!r} first in IMPORTER_SECRET_KEYS"
                 )
-        seq = (s.scalar(select(func.max(SigningKey.seq))) or 0) + 1
+        seq = max((seq for _, seq in recorded.values()), default=0) + 1
         for kid, fp in reversed(mine):  # oldest first, so this host's newest ends highest
             if kid not in recorded:
                 s.add(SigningKey(kid=kid, fingerprint=fp, seq=seq))

@@ -15,13 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from importer.commands import check_lang, print_submit_result, submit_with_progress
+from importer.commands import check_keys, check_lang, print_submit_result, submit_with_progress
 from importer.config import Settings, make_private_dir
 from importer.db.engine import Database, open_database
 from importer.errors import ExitCode, GearmanUnavailable
 from importer.gearman_io import GearmanIO
 from importer.gearmand import GearmandProcess, free_port
-from importer.keyring import check_fleet_keys
 from importer.notify import validate_address
 from importer.outbox import deliver_pending
 from importer.states import NotifyMode, TextLayerMode
@@ -158,10 +157,9 @@ def run_all(
     settings = _roots_for(settings, paths)
     with ExitStack() as stack:
         private = _gearmand_for(settings, stack)  # it starts while the database opens
-        ring = settings.keyring()  # generate keys once, before workers race for them
+        settings.keyring()  # generate keys once, before workers race for them
         db = open_database(settings.resolved_database_url)
-        for warning in check_fleet_keys(db, ring):
-            err.print(f"warning: {warning}", style="yellow")
+        check_keys(settings, db, err)
         started = time.monotonic()
         if private is not None:
             settings = private.ready(settings, err)

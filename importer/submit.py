@@ -29,12 +29,11 @@ from importer.db.lifecycle import close_batch_if_done
 from importer.db.models import Batch, Document, utcnow
 from importer.errors import BadInput, GearmanUnavailable
 from importer.gearman_io import GearmanIO, JobSpec
-from importer.requeue import store_handles
+from importer.requeue import GROUP, store_handles
 from importer.states import DocStatus, NotifyMode, Priority, TextLayerMode
 
 log = logging.getLogger(__name__)
 
-GROUP = 500
 SNIFF_BYTES = 1024
 READ_BYTES = 1 << 20
 PDF_MAGIC = b"%PDF-"

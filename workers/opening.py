@@ -21,6 +21,10 @@ _RESOLVE_NO_SYMLINKS = 0x04
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.syscall.restype = ctypes.c_long
+
+
 class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
@@ -38,8 +42,8 @@ def open_confined(path: str, roots: Sequence[Path], size: int | None) -> int:
 
     Raises Refused for a link (symbolic, or a second hard link), something other than a
     regular file, a file outside the roots or one whose size is not the size recorded at
-    submit; OSError when it cannot be
-    opened now (gone, storage trouble), which a later attempt may get past.
+    submit; OSError when it cannot be opened now (gone, storage trouble), which a later
+    attempt may get past.
     """
     if roots and not _within(Path(path), roots):  # nothing outside the roots is even opened
         raise Refused(f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused")
@@ -85,9 +89,7 @@ def _open_no_links(path: str) -> int:
 
     O_NONBLOCK: a FIFO put in the file's place must not hang the worker on open."""
     how = _OpenHow(_FLAGS, 0, _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    fd = libc.syscall(
+    fd = _LIBC.syscall(
         ctypes.c_long(_SYS_OPENAT2),
         ctypes.c_int(_AT_FDCWD),
         ctypes.c_char_p(os.fsencode(path)),
