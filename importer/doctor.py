@@ -177,27 +177,23 @@ def _isolation(settings: Settings) -> Check:
     except ValueError as e:
         return Check("isolation", FAIL, str(e), "set IMPORTER_CHILD_USER to an unprivileged user")
     network = isolation.network_isolation_available()
-    walls = [
+    walls = isolation.document_walls_available(user)
+    found = [
         "worker processes non-dumpable",
         "children: isolated interpreter, private cwd, resource limits",
         f"children run as {user.name}" if user else "children run as the worker's user",
         "no network" if network is None else f"network reachable ({network})",
+        "each its own processes, /tmp and /run, no capabilities"
+        if walls is None
+        else f"children share the host's processes, /tmp and /run ({walls})",
     ]
-    shared = user is not None and isolation.child_user(settings.child_user, 0) == user
-    if shared:
-        walls.append("children of all workers share that user")
-    if user is not None and network is None and not shared:
-        return Check("isolation", OK, "; ".join(walls))
+    if user is not None and network is None and walls is None:
+        return Check("isolation", OK, "; ".join(found))
     if user is None:
         fix = "run workers as root, so children drop to IMPORTER_CHILD_USER"
-    elif shared:
-        fix = (
-            f"create users {settings.child_user}0, {settings.child_user}1, ... (one per worker"
-            " process) so children of different workers cannot reach each other"
-        )
     else:
-        fix = "give the workers CAP_SYS_ADMIN (a container) for a network namespace"
-    return Check("isolation", WARN, "; ".join(walls), fix)
+        fix = "give the workers CAP_SYS_ADMIN (in a container) for namespaces"
+    return Check("isolation", WARN, "; ".join(found), fix)
 
 
 def _listeners(settings: Settings) -> list[Check]:

@@ -72,9 +72,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def shared_tmp() -> Iterator[Path]:
-    """A directory that document children reach whoever they run as (pytest's own
-    temporary directories are its user's only): made under the system's, removed after."""
-    path = Path(tempfile.mkdtemp(prefix="importer-test-"))
+    """A directory that document children reach whoever they run as: pytest's own
+    temporary directories are its user's only, and a child's /tmp, /var/tmp, /dev/shm and
+    /run are its own. Made under /var/lib, removed after."""
+    path = Path(tempfile.mkdtemp(prefix="importer-test-", dir="/var/lib"))
     path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)

@@ -254,3 +254,49 @@ def test_child_killed_while_its_program_runs_takes_the_program_with_it(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child, signal.SIGKILL)
+
+
+SERVER = """import os, sys, tempfile
+sys.path.insert(0, {root!r})
+from workers import forkserver
+
+def target():
+    os.write(1, tempfile.gettempdir().encode())
+    with open(os.path.join(tempfile.gettempdir(), "page-1.pgm"), "w") as page:
+        page.write("P5")
+    return 0
+
+sys.exit(forkserver.serve(int(sys.argv[-1]), target, walls={walls}))
+"""
+
+
+@pytest.mark.parametrize("walls", [True, False])
+def test_each_child_writes_in_a_directory_of_its_own_that_goes_with_it(
+    walls: bool, tmp_path: Path
+) -> None:
+    """With walls the child's own directory is its /tmp; without (a host that allows no
+    namespaces) it is named by TMPDIR. Either way it is removed once the child is reaped."""
+    if walls and os.geteuid() != 0:
+        pytest.skip("namespaces are made as root here")
+    script = tmp_path / "server.py"
+    script.write_text(SERVER.format(root=str(Path(__file__).parents[1]), walls=walls))
+    temporary = tmp_path / "tmp"  # where the server makes the children's directories
+    temporary.mkdir()
+    environment = {**os.environ, "TMPDIR": str(temporary)}
+    server = engine.ForkServer([sys.executable, str(script)], environment)
+    reader, writer = os.pipe()
+    with open(os.devnull, "rb") as null:
+        try:
+            pid = server.start_child([null.fileno(), writer, null.fileno()])
+            os.close(writer)
+            with os.fdopen(reader, "rb") as out:
+                seen = out.read().decode()
+            assert server.wait(pid, 10) == 0
+            left = list(temporary.iterdir())
+        finally:
+            server.close()
+    if walls:
+        assert seen == "/tmp"
+    else:
+        assert Path(seen).parent.parent == temporary
+    assert left == [], "the child's directory outlived it"

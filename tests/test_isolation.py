@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, SAMPLES, importer
+from workers.forkserver import CHILD_PROCESSES
 
 MARKER = "importer-isolation-marker-secret"
 
@@ -28,6 +31,13 @@ PROBE = """#!/bin/bash
   cat {data}/importer.db >/dev/null 2>&1 && echo "database=read" || echo "database=no"
   timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/5432' 2>/dev/null \\
     && echo "network=connected" || echo "network=no"
+  [ -e /proc/{test_pid} ] && echo "test_process=seen" || echo "test_process=no"
+  [ -e {canary} ] && echo "other_tmp=seen" || echo "other_tmp=no"
+  /usr/bin/python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("{socket}")' \\
+    2>/dev/null && echo "unix_socket=connected" || echo "unix_socket=no"
+  echo "reader_capabilities=$(awk '/^CapEff/ {{print $2}}' /proc/1/status)"
+  echo "reader_no_new_privileges=$(awk '/^NoNewPrivs/ {{print $2}}' /proc/1/status)"
+  setsid bash -c 'exec -a {escapee} sleep 300' </dev/null >/dev/null 2>&1 &
 }} > {out}/probe-$$.txt
 exec {real} "$@"
 """
@@ -48,7 +58,20 @@ def test_a_document_child_reaches_nothing_but_its_file(
     probe = bin_dir / "pdftotext"
     real = shutil.which("pdftotext")
     data = Path(env["IMPORTER_DATA_DIR"])
-    probe.write_text(PROBE.format(marker=MARKER, data=data, out=out, real=real))
+    canary = Path(tempfile.mkdtemp(prefix="importer-doc-"))  # another document's pages
+    canary.chmod(0o755)
+    listener = socket.socket(socket.AF_UNIX)  # a local service's socket, open to all
+    socket_path = Path("/run", f"importer-test-{os.getpid()}.sock")
+    listener.bind(str(socket_path))
+    socket_path.chmod(0o777)
+    listener.listen()
+    escapee = f"importer-escapee-{os.getpid()}"
+    probe.write_text(
+        PROBE.format(
+            marker=MARKER, data=data, out=out, real=real, test_pid=os.getpid(),
+            canary=canary, socket=socket_path, escapee=escapee,
+        )
+    )  # fmt: skip
     probe.chmod(0o755)
     cwd = shared_tmp / "cwd"  # the worker's working directory, with modules planted in it
     cwd.mkdir()
@@ -62,24 +85,48 @@ def test_a_document_child_reaches_nothing_but_its_file(
             env=env, check=True,
         ).stdout
     )["batch_id"]  # fmt: skip
-    worker = subprocess.run(
-        [str(Path(sys.executable).parent / "importer"), "worker", "--burst"],
-        env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    # Every process the child user may have, already running elsewhere (another
+    # document's fork bomb): the child still runs its programs, counted apart.
+    hogs = _processes_of("nobody", CHILD_PROCESSES)
+    try:
+        worker = subprocess.run(
+            [str(Path(sys.executable).parent / "importer"), "worker", "--burst"],
+            env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+        listener.close()
+        socket_path.unlink()
+        canary.rmdir()
     assert worker.returncode == 0, worker.stderr
 
     probes = list(out.glob("probe-*.txt"))
-    assert probes, "the child never ran pdftotext"
+    assert probes, f"the child never ran pdftotext: {worker.stderr[-2000:]}"
+    left = subprocess.run(["pgrep", "-f", escapee], capture_output=True, text=True)
+    assert left.stdout == "", "a process the child started in a new session outlived it"
     seen = dict(line.split("=", 1) for line in probes[0].read_text().split())
     assert seen["uid"] != "0"
-    assert (seen["files"], seen["processes"]) == ("256", "64")
+    assert (seen["files"], seen["processes"]) == ("256", str(CHILD_PROCESSES))
     assert seen["environ"] == "no", "the child read a worker's environment (keys)"
     assert seen["keys"] == "no" and seen["database"] == "no"
     assert seen["network"] == "no", "the child connected to 127.0.0.1:5432"
+    assert seen["test_process"] == "no", "the child sees processes beyond its own"
+    assert seen["other_tmp"] == "no", "the child sees the host's /tmp"
+    assert seen["unix_socket"] == "no", "the child connected to a socket in /run"
+    # process 1 of its namespace is the Python process reading the document
+    assert seen["reader_capabilities"] == "0" * 16, "the reader keeps capabilities"
+    assert seen["reader_no_new_privileges"] == "1"
     assert not list(out.glob("planted-*")), "a module planted in the worker's cwd ran"
     status = json.loads(importer("status", batch, "--json", env=env, check=True).stdout)
     assert status["documents"][0]["status"] == "done"  # read through the inherited descriptor
     assert status["documents"][0]["progress"] == [3, 3]
+
+
+def _processes_of(user: str, count: int) -> list[subprocess.Popen[bytes]]:
+    drop = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups"]
+    return [subprocess.Popen([*drop, "sleep", "120"]) for _ in range(count)]
 
 
 def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(

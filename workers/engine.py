@@ -29,7 +29,6 @@ import logging
 import os
 import resource
 import selectors
-import shutil
 import signal
 import subprocess
 import sys
@@ -67,6 +66,7 @@ MAX_MESSAGE = 64 * MB  # one page's text, as JSON
 MAX_LOG_LINE = 64 * 1024
 REAP_TIMEOUT = 30.0  # a SIGKILLed child is gone at once unless stuck in the kernel (NFS)
 EXIT_OUT_OF_MEMORY = 70  # the child's exit status after a MemoryError
+EXIT_OUT_OF_CPU = 71  # after SIGXCPU
 MAX_OPEN_FILES = 256  # the child and each program it runs
 CHILD_FD = 3  # where the child finds the document's open descriptor (after stdin/out/err)
 
@@ -105,16 +105,11 @@ def process_document(
             fd = own_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             raise FileUnreadable(f"cannot read {path}: {e.strerror or e}") from e
-    work_dir = tempfile.mkdtemp(prefix="importer-doc-")
-    user = _child_user()
-    if user is not None:  # page images and Tesseract's files, written as the child's user
-        os.chown(work_dir, user.uid, user.gid)
     request = {
         "path": os.path.abspath(path),
         "lang": lang,
         "limits": dataclasses.asdict(limits),
         "skip": skip,
-        "work_dir": work_dir,
         "text_layer": text_layer,
         "fd": CHILD_FD,
         "log_level": logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.INFO,
@@ -131,7 +126,6 @@ def process_document(
     finally:
         if child is not None:
             _kill_group(child)
-        shutil.rmtree(work_dir, ignore_errors=True)
         if own_fd is not None:
             os.close(own_fd)
         _recycle()
@@ -182,7 +176,7 @@ def _forkserver() -> ForkServer:
         user = _child_user()
         argv = [sys.executable, "-I", "-m", __name__, "--forkserver"]  # -I: no cwd, no PYTHON*
         argv += ["--user", user.argument()] if user is not None else []
-        home = tempfile.mkdtemp(prefix="importer-forkserver-")  # its cwd, and its children's
+        home = tempfile.mkdtemp(prefix="importer-forkserver-")  # its own cwd
         _server = ForkServer(argv, _child_environment(), cwd=home)
     return _server
 
@@ -486,7 +480,7 @@ class _Watch:
                 f"worker child ran out of memory {where} (limit {limit} MB,"
                 " IMPORTER_CHILD_MEMORY_MB)"
             )
-        if code == -signal.SIGXCPU:
+        if code in (-signal.SIGXCPU, EXIT_OUT_OF_CPU):
             return ChildCrashed(
                 f"worker child ran out of CPU time {where} (limit"
                 f" {self.limits.cpu_seconds} s, IMPORTER_CHILD_CPU_SECONDS)"
@@ -553,7 +547,9 @@ def child_main() -> int:
         force=True,
     )
     os.environ["OMP_THREAD_LIMIT"] = "1"
-    tempfile.tempdir = request["work_dir"]  # pytesseract's own temporary files go here too
+    # Python code running past the CPU limit: as process 1 of its namespace the child
+    # would ignore the signal's default action, and wait for the hard limit's SIGKILL.
+    signal.signal(signal.SIGXCPU, lambda *_: os._exit(EXIT_OUT_OF_CPU))
 
     def send(message: dict[str, Any]) -> None:
         channel.write(json.dumps(message).encode("utf-8") + b"\n")
@@ -564,7 +560,7 @@ def child_main() -> int:
         lang=request["lang"],
         limits=limits,
         skip_pages=request["skip"],
-        work_dir=request["work_dir"],
+        work_dir=tempfile.gettempdir(),  # the child's own (see workers.forkserver)
         on_step=lambda: send({"t": "step"}),
         text_layer=request["text_layer"],
         fd=request["fd"],
@@ -657,8 +653,15 @@ def forkserver_main(argv: list[str]) -> int:
         print(
             f"WARNING engine fork server: document children keep the network ({e})", file=sys.stderr
         )
+    why = isolation.document_walls_available(user)
+    if why is not None:
+        print(
+            "WARNING engine fork server: document children share the host's processes,"
+            f" /tmp and /run ({why})",
+            file=sys.stderr,
+        )
     gc.freeze()  # what is imported now stays shared with every child, untouched by gc
-    return forkserver.serve(int(argv[-1]), child_main, user)
+    return forkserver.serve(int(argv[-1]), child_main, user, walls=why is None)
 
 
 if __name__ == "__main__":

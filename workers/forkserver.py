@@ -26,29 +26,30 @@ kills its children's groups first. A child dies with its fork server (PR_SET_PDE
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
 import resource
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from workers import isolation
 from workers.isolation import ChildUser, drop_to
 
 MAX_CONTROL = 64 * 1024  # one control message
 MAX_FDS = 16  # file descriptors passed with one request
-CHILD_USER_PROCESSES = 64  # processes the children's user may run (all workers' children)
+CHILD_PROCESSES = 64  # processes one document may run (without walls: all children of its user)
 START_SECONDS = 30.0  # a fresh interpreter importing the reader, on a very busy machine
 ANSWER_SECONDS = 10.0  # a running fork server answers a fork request in milliseconds
-_PR_SET_PDEATHSIG = 1
 
 
 class ForkServerError(Exception):
@@ -203,21 +204,24 @@ class ForkServer:
 # The server's side ----------------------------------------------------------------------
 
 
-def serve(control_fd: int, target: Callable[[], int], user: ChildUser | None = None) -> int:
+def serve(
+    control_fd: int, target: Callable[[], int], user: ChildUser | None = None, walls: bool = True
+) -> int:
     """The fork server's loop: fork a child running `target` per request, reap, report.
 
-    With `user`, each child becomes that user right after the fork (the server itself
-    keeps the privileges it needs to kill and reap them)."""
+    Each child gets a private temporary directory, removed when it has been reaped, and,
+    with `walls`, namespaces of its own (`isolation.enter_document_namespaces`). With
+    `user`, each child becomes that user right after the fork (the server itself keeps
+    the privileges it needs to kill and reap them)."""
     ctl = socket.socket(fileno=control_fd)
-    libc = ctypes.CDLL(None, use_errno=True)
-    children: dict[int, int] = {}  # pidfd -> pid
+    children: dict[int, tuple[int, str]] = {}  # pidfd -> pid, private directory
     try:
         _send(ctl, {"t": "ready", "pid": os.getpid()})
         while True:
             readable, _, _ = select.select([control_fd, *children], [], [])
             for pidfd in readable:
                 if pidfd != control_fd:
-                    _send(ctl, _reap(children.pop(pidfd), pidfd))
+                    _send(ctl, _reap(pidfd, *children.pop(pidfd)))
             if control_fd not in readable:
                 continue
             data, fds, flags, _ = socket.recv_fds(ctl, MAX_CONTROL, MAX_FDS)
@@ -228,10 +232,17 @@ def serve(control_fd: int, target: Callable[[], int], user: ChildUser | None = N
                     raise ValueError("truncated request")
                 request = json.loads(data)
                 if request.get("op") == "fork":
-                    pid = _fork(ctl, fds, target, libc, user)
-                    children[_pidfd(pid)] = pid
+                    private = _private_directory(user)
+                    try:
+                        pid = _fork(fds, target, user, private, walls)
+                        children[_pidfd(pid)] = (pid, private)
+                    except BaseException:
+                        shutil.rmtree(private, ignore_errors=True)
+                        raise
                     _send(ctl, {"t": "forked", "pid": pid})
-                elif request.get("op") == "kill" and request.get("pid") in children.values():
+                elif request.get("op") == "kill" and any(
+                    request.get("pid") == pid for pid, _ in children.values()
+                ):
                     with contextlib.suppress(ProcessLookupError, PermissionError):
                         os.killpg(request["pid"], signal.SIGKILL)
                 elif request.get("op") != "kill":
@@ -247,8 +258,8 @@ def serve(control_fd: int, target: Callable[[], int], user: ChildUser | None = N
         print(f"engine fork server: bad request: {e}", file=sys.stderr)
         return 2
     finally:
-        for pidfd, pid in children.items():
-            _reap(pid, pidfd)
+        for pidfd, (pid, private) in children.items():
+            _reap(pidfd, pid, private)
 
 
 def _send(ctl: socket.socket, message: dict[str, Any]) -> None:
@@ -266,22 +277,35 @@ def _pidfd(pid: int) -> int:
         raise
 
 
-def _reap(pid: int, pidfd: int) -> dict[str, Any]:
+def _reap(pidfd: int, pid: int, private: str) -> dict[str, Any]:
     """Kill what is left of the child's group, then reap the child (its pid names the
-    group until then, so no other process can have taken it)."""
+    group until then, so no other process can have taken it), and remove its files."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     os.close(pidfd)
+    shutil.rmtree(private, ignore_errors=True)
     return {"t": "exit", "pid": pid, "status": os.waitstatus_to_exitcode(status)}
 
 
+def _private_directory(user: ChildUser | None) -> str:
+    """A directory only the server can rename or remove, holding the child's `tmp`, which
+    only the child's user can enter: its page images, its working directory."""
+    private = tempfile.mkdtemp(prefix="importer-doc-")
+    os.chmod(private, 0o711)
+    tmp = os.path.join(private, "tmp")
+    os.mkdir(tmp, 0o700)
+    if user is not None:
+        os.chown(tmp, user.uid, user.gid)
+    return private
+
+
 def _fork(
-    ctl: socket.socket,
     fds: list[int],
     target: Callable[[], int],
-    libc: Any,
-    user: ChildUser | None = None,
+    user: ChildUser | None,
+    private: str,
+    walls: bool,
 ) -> int:
     if len(fds) < 3:
         raise ValueError(f"a fork request needs stdin, stdout and stderr, got {len(fds)} fds")
@@ -292,13 +316,25 @@ def _fork(
     if pid:
         return pid
     code = 1
+
+    def parent_gone() -> bool:
+        return os.getppid() != parent
+
     try:
-        _become_child(fds, parent, libc)
+        _become_child(fds, parent_gone)
+        tmp = os.path.join(private, "tmp")
+        if walls:  # from here on this is the document, its keeper stays outside
+            parent_gone = isolation.enter_document_namespaces(tmp)
+            tmp = isolation.PRIVATE_TMP[0]
+        os.chdir(tmp)
+        os.environ["TMPDIR"] = tempfile.tempdir = tmp
         if user is not None:
             drop_to(user)
-            _die_with(parent, libc)  # changing credentials cleared the parent-death signal
-            # its programs, and no more: a fork bomb in a parser stops here
-            resource.setrlimit(resource.RLIMIT_NPROC, (CHILD_USER_PROCESSES,) * 2)
+            isolation.die_with_parent(parent_gone)  # changing credentials cleared it
+        if walls:  # its processes, and no more: a fork bomb in a parser stops here
+            isolation.own_user_namespace(CHILD_PROCESSES)
+        elif user is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (CHILD_PROCESSES,) * 2)
         code = target()
     except BaseException:
         with contextlib.suppress(BaseException):
@@ -311,18 +347,11 @@ def _fork(
     raise AssertionError("unreachable")
 
 
-def _die_with(parent: int, libc: Any) -> None:
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent:  # the server died before the line above
-        os._exit(1)
-
-
-def _become_child(fds: list[int], parent: int, libc: Any) -> None:
+def _become_child(fds: list[int], parent_gone: Callable[[], bool]) -> None:
     """A session of its own (one signal reaches everything it runs), death with the fork
     server, and nothing of the server's open files but the descriptors it was sent."""
     os.setsid()
-    _die_with(parent, libc)
+    isolation.die_with_parent(parent_gone)
     base = max(fds) + 1
     moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
     for target, fd in enumerate(moved):

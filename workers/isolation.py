@@ -1,26 +1,49 @@
-"""What the process that parses a PDF can reach: no network, no secrets, no privileges.
+"""What the process that parses a PDF can reach: no network, no secrets, no privileges,
+no other document.
 
 The engine's fork server enters a network namespace of its own before it serves (so
-every document child has no network at all), and, when the worker runs as root, each
-document child drops to an unprivileged user after the fork and before it reads
-anything. The worker processes themselves are made non-dumpable, so a child running as
-the same user cannot read their memory or `/proc/<pid>/environ` (keys, database URL).
+every document child has no network at all). Each document then gets walls of its own
+(`enter_document_namespaces`): a PID namespace in which it is process 1 and sees no
+other process (nothing it starts outlives it: when process 1 dies the kernel kills the
+rest), and a mount namespace whose /tmp, /var/tmp, /dev/shm and /run are its own (no
+other document's page images, no Unix socket of a local service). When the worker runs
+as root, the child drops to an unprivileged user after the fork and before it reads
+anything, then enters a user namespace of its own, so the process limit counts this
+document's processes only, and gives up every capability. The worker processes
+themselves are made non-dumpable, so a child running as the same user cannot read their
+memory or `/proc/<pid>/environ` (keys, database URL).
 
 `IMPORTER_CHILD_USER` names the user, or a prefix: when users PREFIX0, PREFIX1, ... exist,
-worker slot N's children run as PREFIXN, so children of different workers cannot trace
-each other's programs either.
+worker slot N's children run as PREFIXN.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import functools
 import os
 import pwd
+import resource
+import select
+import signal
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
+CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+_PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
+_PR_SET_NO_NEW_PRIVS = 38
+_SYS_CAPSET = {"x86_64": 126, "aarch64": 91}  # by machine
+_CAPABILITY_VERSION_3 = 0x20080522
+PRIVATE_TMP = ("/tmp", "/var/tmp")  # the document's own directory, bound over each
+EMPTY_DIRS = ("/run", "/dev/shm")  # an empty tmpfs over each: no sockets, no shared memory
 
 
 @dataclass(frozen=True)
@@ -87,10 +110,116 @@ def enter_private_network() -> None:
         f.write(f"{gid} {gid} 1")
 
 
+def enter_document_namespaces(private_tmp: str) -> Callable[[], bool]:
+    """Walls around one document, entered by its freshly forked child (as root, or with
+    the capabilities of the fork server's user namespace), before it drops privileges.
+
+    This process stays outside as the document's keeper: it waits for the document and
+    exits as it did (the same status, or the same signal), so whoever reaps it sees the
+    document's own end. The document, forked into a new PID namespace as its process 1,
+    returns from here with a descriptor that reads end-of-file once the keeper is gone
+    (see `die_with_keeper`). Raises OSError when the walls cannot be built.
+    """
+    _unshare(CLONE_NEWNS | CLONE_NEWPID)
+    _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we mount leaks out
+    first, *others = PRIVATE_TMP
+    _mount(private_tmp, first, None, _MS_BIND)
+    for path in others:  # the same directory again (the first mount hides where it was)
+        if os.path.isdir(path):
+            _mount(first, path, None, _MS_BIND)
+    for path in EMPTY_DIRS:
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=1m")
+    lifeline, keeper_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(lifeline)
+        _keep(pid)
+    os.close(keeper_end)
+
+    def keeper_gone() -> bool:  # its end of the pipe closed
+        return bool(select.select([lifeline], [], [], 0)[0])
+
+    die_with_parent(keeper_gone)
+    _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)  # our processes only
+    return keeper_gone
+
+
+def die_with_parent(gone: Callable[[], bool]) -> None:
+    """SIGKILL when the parent dies (set again after each change of credentials, which
+    clears it); exit at once if `gone()` says it died before that."""
+    if _libc().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if gone():
+        os._exit(1)
+
+
+def _keep(pid: int) -> NoReturn:
+    """The keeper's life: end as the document ended."""
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(number, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [number])
+        os.kill(os.getpid(), number)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def own_user_namespace(processes: int) -> None:
+    """A user namespace of this process's own that maps only its own user and group, so
+    `processes` bounds this document's processes alone (the kernel counts processes per
+    user per namespace), then no capability anywhere and no way to gain one (setuid
+    programs run without their privilege)."""
+    uid, gid = os.getuid(), os.getgid()
+    _unshare(CLONE_NEWUSER)
+    _set_dumpable(True)  # a process that changed user may not write its own maps otherwise
+    try:
+        with open("/proc/self/setgroups", "w") as f:
+            f.write("deny")
+        with open("/proc/self/uid_map", "w") as f:
+            f.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as f:
+            f.write(f"{gid} {gid} 1")
+    finally:
+        _set_dumpable(False)
+    resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    _capset_none()
+
+
+def _capset_none() -> None:
+    """Empty effective, permitted and inheritable sets (and so no ambient ones)."""
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if _libc().syscall(_SYS_CAPSET[os.uname().machine], header, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
+def _mount(source: str | None, target: str, kind: str | None, flags: int, data: str = "") -> None:
+    def c(text: str | None) -> bytes | None:
+        return None if text is None else text.encode()
+
+    if _libc().mount(c(source), c(target), c(kind), flags, c(data or None)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"mount {target}: {os.strerror(code)}")
+
+
+def _set_dumpable(dumpable: bool) -> None:
+    if _libc().prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+
+
 def make_non_dumpable() -> None:
     """No core dumps, no ptrace and no /proc/<pid>/environ or mem for same-user processes."""
-    if _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+    _set_dumpable(False)
 
 
 def _unshare(flags: int) -> None:
@@ -99,6 +228,7 @@ def _unshare(flags: int) -> None:
         raise OSError(code, f"unshare: {os.strerror(code)}")
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
 
@@ -106,19 +236,44 @@ def _libc() -> ctypes.CDLL:
 def network_isolation_available() -> str | None:
     """None if a process here can enter a network namespace of its own, else why not
     (tried in a short-lived child, so this process keeps its network)."""
+    return _tried(enter_private_network)
+
+
+def document_walls_available(user: ChildUser | None) -> str | None:
+    """None if a document child here can get its own namespaces (as the fork server
+    makes them, after its network namespace) and, as `user`, its own user namespace;
+    else why not. Tried in a short-lived child."""
+
+    def walls() -> None:
+        with contextlib.suppress(OSError):
+            enter_private_network()
+        enter_document_namespaces(tmp)
+        if user is not None:
+            drop_to(user)
+        own_user_namespace(processes=8)
+
+    with tempfile.TemporaryDirectory(prefix="importer-walls-") as tmp:
+        return _tried(walls)
+
+
+def _tried(attempt: Callable[[], None]) -> str | None:
+    """Run `attempt` in a forked child: None if it returned, else the OSError's text."""
     reader, writer = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(reader)
+        code = 1
         try:
-            enter_private_network()
-            message = b""
+            attempt()
+            code = 0
         except OSError as e:
-            message = str(e).encode()[:200]
-        os.write(writer, message)
-        os._exit(0)
+            os.write(writer, str(e).encode()[:200])
+        finally:
+            os._exit(code)
     os.close(writer)
     with os.fdopen(reader, "rb") as pipe:
         message = pipe.read()
-    os.waitpid(pid, 0)
-    return message.decode() or None
+    _, status = os.waitpid(pid, 0)
+    if message or status == 0:
+        return message.decode() or None
+    return f"the trial ended with status {os.waitstatus_to_exitcode(status)}"
