@@ -37,6 +37,7 @@ PROBE = """#!/bin/bash
     2>/dev/null && echo "unix_socket=connected" || echo "unix_socket=no"
   echo "reader_capabilities=$(awk '/^CapEff/ {{print $2}}' /proc/1/status)"
   echo "reader_no_new_privileges=$(awk '/^NoNewPrivs/ {{print $2}}' /proc/1/status)"
+  echo "ipc_objects=$(ipcs -m -q -s | awk '$1 ~ /^0x/' | wc -l)"
   setsid bash -c 'exec -a {escapee} sleep 300' </dev/null >/dev/null 2>&1 &
 }} > {out}/probe-$$.txt
 exec {real} "$@"
@@ -88,6 +89,10 @@ def test_a_document_child_reaches_nothing_but_its_file(
     # Every process the child user may have, already running elsewhere (another
     # document's fork bomb): the child still runs its programs, counted apart.
     hogs = _processes_of("nobody", CHILD_PROCESSES)
+    segment = subprocess.run(  # another document's shared memory
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "ipcmk", "-M", "4096"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()[-1]  # fmt: skip
     try:
         worker = subprocess.run(
             [str(Path(sys.executable).parent / "importer"), "worker", "--burst"],
@@ -97,6 +102,7 @@ def test_a_document_child_reaches_nothing_but_its_file(
         for hog in hogs:
             hog.kill()
             hog.wait()
+        subprocess.run(["ipcrm", "-m", segment], check=True)
         listener.close()
         socket_path.unlink()
         canary.rmdir()
@@ -115,6 +121,7 @@ def test_a_document_child_reaches_nothing_but_its_file(
     assert seen["test_process"] == "no", "the child sees processes beyond its own"
     assert seen["other_tmp"] == "no", "the child sees the host's /tmp"
     assert seen["unix_socket"] == "no", "the child connected to a socket in /run"
+    assert seen["ipc_objects"] == "0", "the child sees System V IPC objects of others"
     # process 1 of its namespace is the Python process reading the document
     assert seen["reader_capabilities"] == "0" * 16, "the reader keeps capabilities"
     assert seen["reader_no_new_privileges"] == "1"

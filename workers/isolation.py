@@ -5,7 +5,8 @@ The engine's fork server enters a network namespace of its own before it serves 
 every document child has no network at all). Each document then gets walls of its own
 (`enter_document_namespaces`): a PID namespace in which it is process 1 and sees no
 other process (nothing it starts outlives it: when process 1 dies the kernel kills the
-rest), and a mount namespace whose /tmp, /var/tmp, /dev/shm and /run are its own (no
+rest), an IPC namespace (no System V or POSIX queue, semaphore or shared memory of
+another), and a mount namespace whose /tmp, /var/tmp, /dev/shm and /run are its own (no
 other document's page images, no Unix socket of a local service). When the worker runs
 as root, the child drops to an unprivileged user after the fork and before it reads
 anything, then enters a user namespace of its own, so the process limit counts this
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
@@ -120,7 +122,7 @@ def enter_document_namespaces(private_tmp: str) -> Callable[[], bool]:
     returns from here with a descriptor that reads end-of-file once the keeper is gone
     (see `die_with_keeper`). Raises OSError when the walls cannot be built.
     """
-    _unshare(CLONE_NEWNS | CLONE_NEWPID)
+    _unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we mount leaks out
     first, *others = PRIVATE_TMP
     _mount(private_tmp, first, None, _MS_BIND)
