@@ -38,6 +38,9 @@ PROBE = """#!/bin/bash
   echo "reader_capabilities=$(awk '/^CapEff/ {{print $2}}' /proc/1/status)"
   echo "reader_no_new_privileges=$(awk '/^NoNewPrivs/ {{print $2}}' /proc/1/status)"
   echo "ipc_objects=$(ipcs -m -q -s | awk '$1 ~ /^0x/' | wc -l)"
+  unshare -U -r true 2>/dev/null && echo "nested_namespace=made" || echo "nested_namespace=no"
+  echo "inotify=$(/usr/bin/python3 -c 'import ctypes; libc = ctypes.CDLL(None)
+print(sum(libc.inotify_init1(0) >= 0 for _ in range(20)))')"
   setsid bash -c 'exec -a {escapee} sleep 300' </dev/null >/dev/null 2>&1 &
 }} > {out}/probe-$$.txt
 exec {real} "$@"
@@ -122,6 +125,10 @@ def test_a_document_child_reaches_nothing_but_its_file(
     assert seen["other_tmp"] == "no", "the child sees the host's /tmp"
     assert seen["unix_socket"] == "no", "the child connected to a socket in /run"
     assert seen["ipc_objects"] == "0", "the child sees System V IPC objects of others"
+    # no namespaces of its own (they would grant capabilities and use up a quota that
+    # every document's user shares), and a few of the user's inotify instances at most
+    assert seen["nested_namespace"] == "no", "the child made a user namespace"
+    assert int(seen["inotify"]) <= 8, seen["inotify"]
     # process 1 of its namespace is the Python process reading the document
     assert seen["reader_capabilities"] == "0" * 16, "the reader keeps capabilities"
     assert seen["reader_no_new_privileges"] == "1"

@@ -46,6 +46,16 @@ _SYS_CAPSET = {"x86_64": 126, "aarch64": 91}  # by machine
 _CAPABILITY_VERSION_3 = 0x20080522
 PRIVATE_TMP = ("/tmp", "/var/tmp")  # the document's own directory, bound over each
 EMPTY_DIRS = ("/run", "/dev/shm")  # an empty tmpfs over each: no sockets, no shared memory
+NAMESPACE_LIMITS = {  # /proc/sys/user/ in a document's own user namespace
+    **{
+        f"max_{kind}_namespaces": 0
+        for kind in ("user", "mnt", "net", "pid", "ipc", "uts", "cgroup", "time")
+    },
+    "max_inotify_instances": 8,
+    "max_inotify_watches": 1024,
+    "max_fanotify_groups": 0,
+    "max_fanotify_marks": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -177,8 +187,9 @@ def _keep(pid: int) -> NoReturn:
 def own_user_namespace(processes: int) -> None:
     """A user namespace of this process's own that maps only its own user and group, so
     `processes` bounds this document's processes alone (the kernel counts processes per
-    user per namespace), then no capability anywhere and no way to gain one (setuid
-    programs run without their privilege)."""
+    user per namespace); in it, no namespace may be made (the user's quota of them, shared
+    with every other document, stays out of reach, and so do the capabilities a nested
+    one would grant) and a few inotify instances at most; then `give_up_privileges`."""
     uid, gid = os.getuid(), os.getgid()
     _unshare(CLONE_NEWUSER)
     _set_dumpable(True)  # a process that changed user may not write its own maps otherwise
@@ -191,7 +202,16 @@ def own_user_namespace(processes: int) -> None:
             f.write(f"{gid} {gid} 1")
     finally:
         _set_dumpable(False)
+    for name, value in NAMESPACE_LIMITS.items():  # this namespace's own, while we may
+        with contextlib.suppress(FileNotFoundError), open(f"/proc/sys/user/{name}", "w") as f:
+            f.write(str(value))
     resource.setrlimit(resource.RLIMIT_NPROC, (processes, processes))
+    give_up_privileges()
+
+
+def give_up_privileges() -> None:
+    """No capability anywhere, and no way to gain one: setuid programs run without
+    their privilege."""
     if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     _capset_none()
