@@ -331,7 +331,7 @@ def gearmand(
     """Run gearmand in the foreground: loopback, capped retries, a persistent queue."""
     settings = _settings()
     if tls:
-        from importer.tls import run_tls_foreground
+        from importer.gearman.foreground import run_tls_foreground
 
         if certs is None:
             raise ImporterError(
@@ -339,12 +339,14 @@ def gearmand(
             )
         err.print(f"importer gearmand: mutual TLS on {listen}:{port} (certificates in {certs})")
         raise typer.Exit(run_tls_foreground(settings, certs, listen, port))
-    if listen not in ("127.0.0.1", "::1", "localhost") and not insecure_listen:
+    from importer.gearman.address import is_loopback
+
+    if not is_loopback(listen) and not insecure_listen:
         raise ImporterError(
             f"--listen {listen} without --tls would let anyone who reaches port {port} submit jobs "
             "and read the queue: add --tls --certs DIR (see SECURITY.md)"
         )
-    from importer.gearmand import run_foreground
+    from importer.gearman.foreground import run_foreground
 
     err.print(f"importer gearmand: {listen}:{port}, queue and log in {settings.data_dir}")
     raise typer.Exit(run_foreground(settings, listen, port))

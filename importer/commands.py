@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from rich import box
@@ -13,22 +14,14 @@ from rich.text import Text
 from importer.config import Settings
 from importer.db.engine import Database, open_database
 from importer.errors import BadInput, ExitCode, GearmanUnavailable
-from importer.gearman_io import GearmanIO
+from importer.gearman.client import GearmanIO
 from importer.keyring import check_fleet_keys
+from importer.languages import check_lang
 from importer.notify import validate_address
 from importer.requeue import requeue_stale, retry_batch
 from importer.states import NotifyMode, Priority, TextLayerMode
 from importer.status import documents, overview
 from importer.submit import SubmitOptions, SubmitResult, resolve_args, submit
-
-
-def check_lang(lang: str) -> str:
-    parts = lang.split("+")
-    if not all(p and p.replace("_", "").isalnum() and len(p) <= 32 for p in parts):
-        raise BadInput(
-            f"--lang {lang!r}: give Tesseract language codes joined by '+', e.g. eng+deu"
-        )
-    return lang
 
 
 def require_reachable(gio: GearmanIO, settings: Settings) -> None:
@@ -160,17 +153,16 @@ def show_status(
 ) -> bool:
     """Print status once; returns whether everything shown has finished."""
     db = open_database(settings.resolved_database_url)
-    data = overview(db, batch)
+    report = overview(db, batch)
     if batch:
         gio = GearmanIO.from_settings(settings)
         try:
-            data["documents"] = documents(db, batch, gio)
+            report = dataclasses.replace(report, documents=documents(db, batch, gio))
         finally:
             gio.close()
-    finished = all(b["finished_at"] for b in data["batches"])
     if as_json:
-        out.print_json(data=data)
-        return finished
+        out.print_json(data=report.to_json())
+        return report.finished
     if clear:
         out.clear()
     table = Table(title="batches", box=box.SIMPLE_HEAD)
@@ -179,14 +171,10 @@ def show_status(
         table.add_column(name, justify="right")
     table.add_column("finished", no_wrap=True)
     table.add_column("email", overflow="fold")
-    for b in data["batches"]:
-        done_at = (b["finished_at"] or "")[11:19] or "-"
-        table.add_row(
-            b["id"],
-            *(str(b[k]) for k in ("total", "queued", "running", "done", "failed", "pages_done")),
-            done_at,
-            b["email"],
-        )
+    for b in report.batches:
+        counts = (b.total, b.queued, b.running, b.done, b.failed, b.pages_done)
+        done_at = b.finished_at.strftime("%H:%M:%S") if b.finished_at else "-"
+        table.add_row(b.id, *(str(n) for n in counts), done_at, b.email)
     out.print(table)
     if batch:
         docs = Table(
@@ -198,17 +186,17 @@ def show_status(
             title=f"documents of {batch}",
             box=box.SIMPLE_HEAD,
         )
-        for d in data["documents"]:
-            num, den = d["progress"]
+        for d in report.documents or ():
+            num, den = d.progress
             docs.add_row(
-                d["path"], d["job_id"], d["status"], f"{num}/{den}" if den else "", d["error"] or ""
+                d.path, d.job_id, d.status.value, f"{num}/{den}" if den else "", d.error or ""
             )
         out.print(docs)
-    if data["rejected_jobs"]:
+    if report.rejected_jobs:
         out.print(
-            f"{data['rejected_jobs']} forged or invalid jobs rejected by workers", style="yellow"
+            f"{report.rejected_jobs} forged or invalid jobs rejected by workers", style="yellow"
         )
-    return finished
+    return report.finished
 
 
 def do_retry(settings: Settings, batch: str) -> int:

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from importer.errors import ConfigError
+from importer.gearman.address import is_loopback, split_address
 from importer.states import TextLayerMode
 
 ENV_PREFIX = "IMPORTER_"
@@ -59,9 +60,7 @@ class Settings(BaseSettings):
     @classmethod
     def _servers_parse(cls, value: str) -> str:
         for item in _split(value, ","):
-            host, _, port = item.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{item!r} is not host:port (example: 127.0.0.1:4730)")
+            split_address(item, default_port=None)  # raises ValueError, naming the entry
         if not _split(value, ","):
             raise ValueError("no server given (example: 127.0.0.1:4730)")
         return value
@@ -99,11 +98,8 @@ class Settings(BaseSettings):
 
     @property
     def servers(self) -> list[tuple[str, int]]:
-        out = []
-        for item in _split(self.gearman_servers, ","):
-            host, _, port = item.rpartition(":")
-            out.append((host.strip("[]"), int(port)))
-        return out
+        entries = _split(self.gearman_servers, ",")
+        return [split_address(entry, default_port=None) for entry in entries]
 
     @property
     def gearman_servers_explicit(self) -> bool:
@@ -121,8 +117,6 @@ class Settings(BaseSettings):
     @property
     def everything_local(self) -> bool:
         """SQLite in the data dir and gearmand on loopback: no other host takes part."""
-        from importer.gearmand import is_loopback
-
         url = self.resolved_database_url
         if not url.startswith("sqlite:///"):
             return False

@@ -9,10 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import shutil
-import socket
 import stat
-import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,11 +20,19 @@ from rich.text import Text
 from importer.config import Settings
 from importer.db.engine import open_database
 from importer.errors import ImporterError
-from importer.gearman_io import FUNCTION, GearmanIO
+from importer.gearman.address import Server, is_loopback
+from importer.gearman.admin import AdminRefused, admin_command
+from importer.gearman.client import FUNCTION, GearmanIO
+from importer.gearman.connection import ServerError
+from importer.languages import check_lang, install_command, missing_languages, parse_languages
 from importer.mail import mail_url_warnings
 from importer.payload import Keyring, is_our_worker
+from workers import ocr
+from workers.tools import ToolError, ToolNotFound, run_tool
 
 OK, WARN, FAIL, EXPOSED = "ok", "warn", "fail", "exposed"
+TOOL_SECONDS = 20.0
+POPPLER = ("pdfinfo", "pdftotext", "pdftoppm", "pdfimages")
 
 
 @dataclass(frozen=True)
@@ -39,33 +44,49 @@ class Check:
 
 
 def _tool(argv: list[str]) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-    return (proc.stdout + proc.stderr).strip()
+    """The first line a program says about itself (stdout, else stderr), run by the
+    workers' tools layer: with a timeout, logged, failures raised as `ToolError`."""
+    proc = run_tool(argv, timeout=TOOL_SECONDS)
+    said = (proc.stdout.strip() or proc.stderr.strip()).decode("utf-8", "replace")
+    return said.splitlines()[0] if said else argv[0]
 
 
 def check_tools(lang: str) -> list[Check]:
-    checks = []
-    if shutil.which("tesseract") is None:
-        checks.append(Check("tesseract", FAIL, "not installed", "apt-get install tesseract-ocr"))
-    else:
-        version = _tool(["tesseract", "--version"]).splitlines()[0]
-        installed = set(_tool(["tesseract", "--list-langs"]).splitlines()[1:])
-        missing = [x for x in [*lang.split("+"), "osd"] if x not in installed]
-        checks.append(Check("tesseract", OK, version))
-        checks.append(
-            Check(
-                "languages",
-                FAIL if missing else OK,
-                f"missing {', '.join(missing)}" if missing else f"{lang} and osd installed",
-                " ".join(f"apt-get install tesseract-ocr-{m}" for m in missing),
-            )
-        )
-    for tool in ("pdftoppm", "pdftotext", "pdfinfo"):
-        if shutil.which(tool) is None:
+    """Tesseract, the languages `lang` names (and osd), and poppler; `BadInput` for a
+    `lang` that is not a language spec."""
+    return [*_tesseract(parse_languages(check_lang(lang))), *_poppler()]
+
+
+def _tesseract(names: tuple[str, ...]) -> list[Check]:
+    try:
+        version = _tool(["tesseract", "--version"])
+        installed = ocr.list_languages(timeout=TOOL_SECONDS)
+    except ToolNotFound:
+        return [Check("tesseract", FAIL, "not installed", "apt-get install tesseract-ocr")]
+    except ToolError as e:
+        return [Check("tesseract", FAIL, str(e), "apt-get install --reinstall tesseract-ocr")]
+    missing = missing_languages(names, installed)
+    return [
+        Check("tesseract", OK, version),
+        Check(
+            "languages",
+            FAIL if missing else OK,
+            f"missing {', '.join(missing)}" if missing else f"{'+'.join(names)} and osd installed",
+            install_command(missing) if missing else "",
+        ),
+    ]
+
+
+def _poppler() -> list[Check]:
+    checks, versions = [], {}
+    for tool in POPPLER:
+        try:
+            versions[tool] = _tool([tool, "-v"])
+        except ToolNotFound:
             checks.append(Check(tool, FAIL, "not installed", "apt-get install poppler-utils"))
-    if not any(c.name in ("pdftoppm", "pdftotext", "pdfinfo") for c in checks):
-        checks.append(Check("poppler", OK, _tool(["pdftoppm", "-v"]).splitlines()[0]))
-    return checks
+        except ToolError as e:
+            checks.append(Check(tool, FAIL, str(e), "apt-get install --reinstall poppler-utils"))
+    return checks or [Check("poppler", OK, versions["pdftoppm"])]
 
 
 def check_services(settings: Settings, gio: GearmanIO) -> list[Check]:
@@ -143,12 +164,6 @@ def _socket_owners() -> dict[int, str]:
     return owners
 
 
-def _loopback(addr: str) -> bool:
-    ip = ipaddress.ip_address(addr)
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return ip.is_loopback or bool(mapped and mapped.is_loopback)
-
-
 def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
     checks = _listeners(settings) + _transport(settings) + _registrations(settings, gio)
     checks += _file_modes(settings) + _mail_transport(settings)
@@ -203,7 +218,7 @@ def _listeners(settings: Settings) -> list[Check]:
     owners = _socket_owners()
     ports = {port for _, port in settings.servers}
     for addr, port, inode in _listening():
-        if _loopback(addr):
+        if is_loopback(addr):
             continue
         owned = owners.get(inode) == "gearmand"
         if not owned and (port not in ports or not _answers_plain_gearman(addr, port)):
@@ -224,22 +239,18 @@ def _answers_plain_gearman(addr: str, port: int, timeout: float = 2.0) -> bool:
     """Whether the socket answers gearmand's plain-text `version` (TLS in front does not)."""
     host = "127.0.0.1" if addr in ("0.0.0.0", "::") else addr
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"version\n")
-            reply = sock.recv(64)
-    except OSError:
+        admin_command(Server(host, port), "version", timeout=timeout)
+    except AdminRefused:
+        return True
+    except ServerError:
         return False
-    return reply.startswith((b"OK", b"ERR"))
+    return True
 
 
 def _transport(settings: Settings) -> list[Check]:
     checks = []
     for host, port in settings.servers:
-        try:
-            remote = not _loopback(host)
-        except ValueError:
-            remote = host != "localhost"
-        if remote and not settings.tls:
+        if not is_loopback(host) and not settings.tls:
             checks.append(
                 Check(
                     "gearmand transport",

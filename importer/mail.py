@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from importer.errors import BadInput, MailUnavailable
+from importer.gearman.address import format_address, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ _EXAMPLES = (
 _DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,7 @@ class SmtpTarget:
 
     @property
     def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return format_address(self.host, self.port)
 
     @property
     def encrypted(self) -> bool:
@@ -153,7 +152,7 @@ def mail_url_warnings(mail_url: str) -> list[str]:
     target = parse_mail_url(mail_url)
     warnings: list[str] = []
     if isinstance(target, SmtpTarget) and target.password is not None and not target.encrypted:
-        where = "over loopback" if target.host.lower() in _LOOPBACK else "across the network"
+        where = "over loopback" if is_loopback(target.host) else "across the network"
         warnings.append(
             f"{SETTING} sends the password for {target.username!r} to {target.address} "
             f"{where} in plain text: add ?starttls=true or use smtps://"

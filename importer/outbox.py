@@ -12,8 +12,10 @@ from email.message import EmailMessage
 
 from sqlalchemy import func, or_, select, update
 
+from importer.backoff import Backoff
 from importer.db.engine import Database
 from importer.db.models import Batch, Document, Outbox, Page, utcnow
+from importer.db.outbox_key import BadOutboxKey, MailKind, OutboxKey
 from importer.errors import ImporterError
 from importer.mail import send_message
 from importer.notify import (
@@ -28,6 +30,7 @@ from importer.states import DocStatus
 log = logging.getLogger(__name__)
 
 CLAIM = timedelta(seconds=120)
+MAIL_RETRY = Backoff(base=30.0, cap=3600.0)  # after the first failed try 60 s, ... an hour
 
 
 def batch_summary(db: Database, batch_id: str) -> BatchSummary:
@@ -89,10 +92,10 @@ def _document_summary(db: Database, job_id: str) -> DocumentSummary:
 
 
 def _build(db: Database, row: Outbox, mail_from: str) -> EmailMessage:
-    kind, _, rest = row.key.partition(":")
-    if kind == "doc":
-        return document_message(_document_summary(db, rest), mail_from=mail_from)
-    return batch_message(batch_summary(db, row.batch_id), mail_from=mail_from)
+    key = OutboxKey.decode(row.key)
+    if key.kind is MailKind.document:
+        return document_message(_document_summary(db, key.id), mail_from=mail_from)
+    return batch_message(batch_summary(db, key.id), mail_from=mail_from)
 
 
 def deliver_pending(db: Database, *, mail_url: str, mail_from: str, limit: int = 50) -> int:
@@ -127,14 +130,15 @@ def deliver_pending(db: Database, *, mail_url: str, mail_from: str, limit: int =
             row = s.execute(select(Outbox).where(Outbox.id == outbox_id)).scalar_one()
         try:
             send_message(_build(db, row, mail_from), mail_url)
-        except ImporterError as e:
-            log.warning("e-mail %s to %s not sent yet: %s", row.key, row.recipient, e.message)
-            backoff = timedelta(seconds=min(3600, 30 * 2 ** min(row.attempts, 7)))
+        except (ImporterError, BadOutboxKey) as e:
+            error = e.message if isinstance(e, ImporterError) else str(e)
+            log.warning("e-mail %s to %s not sent yet: %s", row.key, row.recipient, error)
+            backoff = timedelta(seconds=MAIL_RETRY.delay(row.attempts))
             with db.session() as s:
                 s.execute(
                     update(Outbox)
                     .where(Outbox.id == outbox_id)
-                    .values(last_error=e.message, claimed_until=utcnow() + backoff)
+                    .values(last_error=error, claimed_until=utcnow() + backoff)
                 )
             continue
         with db.session() as s:

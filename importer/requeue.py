@@ -1,8 +1,8 @@
-"""Putting documents (back) on gearmand: submit, retry, and the reaper.
+"""Putting documents back on gearmand: retry and the reaper.
 
 The database decides; gearmand only carries. Each document is marked enqueued in a
-guarded UPDATE before it is sent, so two reapers on different hosts never both send it
-(and gearmand would coalesce the same unique anyway).
+guarded UPDATE before it is sent (`importer.gearman.send`), so two reapers on different
+hosts never both send it (and gearmand would coalesce the same unique anyway).
 """
 
 from __future__ import annotations
@@ -11,22 +11,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import and_, bindparam, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, or_, select, update
 
 from importer import payload
 from importer.db.engine import Database
 from importer.db.lifecycle import finish, stale_documents
 from importer.db.models import Batch, Document, utcnow
-from importer.errors import GearmanUnavailable
-from importer.gearman_io import GearmanIO, JobSpec
+from importer.gearman.client import GearmanIO
+from importer.gearman.send import send
 from importer.states import DocStatus
 
 log = logging.getLogger(__name__)
 
-GROUP = 500
 UNKNOWN_GRACE = timedelta(seconds=60)
 # Each pass asks gearmand about the longest-waiting queued jobs only, so a queue of
 # millions costs a bounded pass; the rest are asked about in later passes.
@@ -40,79 +37,6 @@ class RequeueReport:
     lost_by_gearmand: int = 0
     enqueued: int = 0
     dead: int = 0
-
-
-class SendIncomplete(GearmanUnavailable):
-    """gearmand went away part-way through a send: `sent` documents were queued."""
-
-    def __init__(self, message: str, sent: int) -> None:
-        super().__init__(message)
-        self.sent = sent
-
-
-def store_handles(s: Session, handles: Sequence[tuple[int, str]]) -> None:
-    """Record gearmand's handle of each (document id, handle) in one executemany UPDATE."""
-    if not handles:
-        return
-    table: Any = Document.__table__  # Core UPDATE: one executemany, not an ORM flush
-    s.connection().execute(
-        update(table)
-        .where(table.c.id == bindparam("doc_id"))
-        .values(gearman_handle=bindparam("handle")),
-        [{"doc_id": doc_id, "handle": handle} for doc_id, handle in handles],
-    )
-
-
-def send(db: Database, gio: GearmanIO, doc_ids: Sequence[int], keyring: payload.Keyring) -> int:
-    """Sign and submit documents already marked enqueued; undo the mark for any not accepted.
-
-    When gearmand fails part-way, the handles it did give are recorded (those jobs are on
-    its queue and keep their mark); only the rest, this group's refused jobs and every later
-    group, are unmarked for the reaper or `importer retry`. Raises SendIncomplete then.
-    """
-    sent = 0
-    for start in range(0, len(doc_ids), GROUP):
-        group = list(doc_ids[start : start + GROUP])
-        with db.session() as s:
-            rows = s.execute(
-                select(Document.id, Document.job_id, Document.path, Batch.email, Batch.priority)
-                .join(Batch)
-                .where(Document.id.in_(group))
-                .order_by(Document.id)
-            ).all()
-        specs = [
-            JobSpec(
-                unique=job_id,
-                data=payload.encode(job_id, path, email, keyring=keyring),
-                priority=priority,
-            )
-            for _, job_id, path, email, priority in rows
-        ]
-        try:
-            handles = gio.submit_background(specs)
-        except GearmanUnavailable as e:
-            accepted: dict[str, str] = getattr(e, "accepted", {})
-            taken = [(d, accepted[j]) for d, j, *_ in rows if j in accepted]
-            queued = {d for d, _ in taken}
-            unsent = [d for d in doc_ids[start:] if d not in queued]
-            with db.session() as s:
-                store_handles(s, taken)
-                for first in range(0, len(unsent), GROUP):
-                    s.execute(
-                        update(Document)
-                        .where(Document.id.in_(unsent[first : first + GROUP]))
-                        .values(enqueued_at=None)
-                    )
-            sent += len(taken)
-            raise SendIncomplete(
-                f"{sent} of {len(doc_ids)} documents were queued before gearmand failed, "
-                f"{len(unsent)} were not: {e.message}",
-                sent=sent,
-            ) from e
-        with db.session() as s:
-            store_handles(s, [(d, handles[j]) for d, j, *_ in rows if j in handles])
-        sent += len(handles)
-    return sent
 
 
 def _mark_for_enqueue(db: Database, doc_ids: Sequence[int]) -> list[int]:

@@ -19,12 +19,13 @@ from importer.commands import check_keys, check_lang, print_submit_result, submi
 from importer.config import Settings, make_private_dir
 from importer.db.engine import Database, open_database
 from importer.errors import ExitCode, GearmanUnavailable
-from importer.gearman_io import GearmanIO
-from importer.gearmand import GearmandProcess, free_port
+from importer.gearman.address import free_port
+from importer.gearman.client import GearmanIO
+from importer.gearman.server import GearmandProcess
 from importer.notify import validate_address
 from importer.outbox import deliver_pending
 from importer.states import NotifyMode, TextLayerMode
-from importer.status import documents, overview, unfinished
+from importer.status import BatchStatus, documents, overview, unfinished
 from importer.submit import SubmitOptions
 from workers.supervisor import Supervisor, WorkerOptions
 
@@ -118,8 +119,8 @@ def _wait(db: Database, batch_id: str, total: int, err: Console, quiet: bool) ->
         while True:
             left = unfinished(db, batch_id)
             if not quiet and (left == 0 or time.monotonic() >= redraw):
-                b = overview(db, batch_id)["batches"][0]
-                bar.update(task, completed=b["done"] + b["failed"], pages=b["pages_done"])
+                b = overview(db, batch_id).batches[0]
+                bar.update(task, completed=b.done + b.failed, pages=b.pages_done)
                 redraw = time.monotonic() + REDRAW_SECONDS
             if left == 0:
                 return
@@ -193,32 +194,30 @@ def run_all(
             return int(ExitCode.ok)
         _wait(db, result.batch_id, result.submitted + result.not_pdf, err, quiet=as_json)
         deliver_pending(db, mail_url=settings.resolved_mail_url, mail_from=settings.mail_from)
-    batch = overview(db, result.batch_id)["batches"][0]
+    batch = overview(db, result.batch_id).batches[0]
     elapsed = time.monotonic() - started
     if as_json:
-        out.print_json(json.dumps({**batch, "seconds": round(elapsed, 2)}))
+        out.print_json(json.dumps({**batch.to_json(), "seconds": round(elapsed, 2)}))
     else:
         _print_summary(settings, batch, elapsed, out)
         for doc in documents(db, result.batch_id, None):
-            if doc["status"] in ("failed", "dead"):
-                out.print(f"  {doc['status']}: {doc['path']}: {doc['error']}", highlight=False)
-    return int(ExitCode.ok if batch["failed"] == 0 else ExitCode.some_failed)
+            if doc.failed:
+                out.print(f"  {doc.status.value}: {doc.path}: {doc.error}", highlight=False)
+    return int(ExitCode.ok if batch.failed == 0 else ExitCode.some_failed)
 
 
-def _print_summary(
-    settings: Settings, batch: dict[str, object], elapsed: float, out: Console
-) -> None:
+def _print_summary(settings: Settings, batch: BatchStatus, elapsed: float, out: Console) -> None:
     out.print(
         Text.assemble(
             "\n",
-            (f"batch {batch['id']}", "bold"),
-            f": {batch['done']} of {batch['total']} documents imported,"
-            f" {batch['pages_done']} pages, {batch['failed']} failed, in {elapsed:.1f} s",
+            (f"batch {batch.id}", "bold"),
+            f": {batch.done} of {batch.total} documents imported,"
+            f" {batch.pages_done} pages, {batch.failed} failed, in {elapsed:.1f} s",
         )
     )
-    out.print(f"details:  importer status {batch['id']}")
+    out.print(f"details:  importer status {batch.id}")
     out.print(
-        f"text:     importer export {batch['id']} --format jsonl   (database: "
+        f"text:     importer export {batch.id} --format jsonl   (database: "
         f"{settings.resolved_database_url})"
     )
     mail = settings.resolved_mail_url

@@ -24,6 +24,18 @@ FINISHED = frozenset({DocStatus.done, DocStatus.failed, DocStatus.dead})
 UNFINISHED = frozenset({DocStatus.queued, DocStatus.running})
 
 
+class JobOutcome(StrEnum):
+    """What became of one delivery of a job: the word a worker logs and hands gearmand back."""
+
+    done = "done"  # the document was read and stored
+    failed = "failed"  # it failed for good (DocStatus.failed)
+    dead = "dead"  # a transient failure, and its last attempt (DocStatus.dead)
+    retry = "retry"  # a transient failure, queued for another attempt
+    rejected = "rejected"  # failed verification, matched no document, or its document finished
+    dropped = "dropped"  # another worker holds the document, or this one lost its lease
+    released = "released"  # the worker is stopping: the document was handed back
+
+
 class PageSource(StrEnum):
     ocr = "ocr"
     text_layer = "text-layer"

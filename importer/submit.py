@@ -28,8 +28,8 @@ from importer.db.engine import Database
 from importer.db.lifecycle import close_batch_if_done
 from importer.db.models import Batch, Document, utcnow
 from importer.errors import BadInput, GearmanUnavailable
-from importer.gearman_io import GearmanIO, JobSpec
-from importer.requeue import GROUP, store_handles
+from importer.gearman.client import GROUP_SIZE, GearmanIO, JobSpec
+from importer.gearman.send import store_handles
 from importer.states import DocStatus, NotifyMode, Priority, TextLayerMode
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def submit(
     pipeline = _Pipeline(db, gio, keyring, opts, result)
     seen = 0
     try:
-        for group in _groups(files, GROUP):
+        for group in _groups(files, GROUP_SIZE):
             candidates = [c for c in map(inspect, group) if c is not None]
             seen += len(group)
             keep = _classify(db, candidates, opts, result, batch_id=pipeline.batch_id)
@@ -240,7 +240,7 @@ def _dry_run(
 ) -> None:
     seen_hashes: set[str] = set()
     seen = 0
-    for group in _groups(files, GROUP):
+    for group in _groups(files, GROUP_SIZE):
         candidates = [c for c in map(inspect, group) if c is not None]
         seen += len(group)
         keep = _classify(db, candidates, opts, result, seen_hashes=seen_hashes)
@@ -456,10 +456,10 @@ class _Pipeline:
                 s.execute(delete(Batch).where(Batch.id == batch_id))
             else:
                 now = utcnow()
-                for first in range(0, len(unsent), GROUP):
+                for first in range(0, len(unsent), GROUP_SIZE):
                     s.execute(
                         update(Document)
-                        .where(Document.id.in_(unsent[first : first + GROUP]))
+                        .where(Document.id.in_(unsent[first : first + GROUP_SIZE]))
                         .values(
                             status=DocStatus.failed,
                             error="not enqueued: gearmand was unreachable; "

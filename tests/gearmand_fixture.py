@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from importer.gearmand import INSTALL_FIX, GearmandProcess, gearmand_binary
+from importer.gearman.server import INSTALL_FIX, GearmandProcess, gearmand_binary
 
 
 def require_gearmand() -> None:

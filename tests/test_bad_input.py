@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from importer.db import Batch, open_database
-from importer.gearmand import free_port
+from importer.gearman.address import free_port
 from tests.conftest import importer, settings_from
 
 
@@ -134,3 +134,11 @@ def test_worker_max_jobs_stops_after_n(env: dict[str, str], inbox: Path) -> None
     importer("worker", "--max-jobs", "1", env=env, check=True, timeout=120)
     status = json.loads(importer("status", "--json", env=env, check=True).stdout)
     assert status["batches"][0]["done"] == 1 and status["batches"][0]["queued"] == 1
+
+
+def test_lang_that_is_not_a_language_spec(env: dict[str, str], inbox: Path) -> None:
+    for bad in ("eng+", "eng deu", "../eng", "eng+eng"):
+        proc = importer("submit", str(inbox), "--email", "a@example.com", "--lang", bad, env=env)
+        assert proc.returncode == 2, bad
+        assert f"--lang {bad!r}" in proc.stderr and "e.g. eng+deu" in proc.stderr, proc.stderr
+    assert batches(env) == 0

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from importer.gearman_io import GearmanIO
-from importer.gearmand import GearmandProcess, free_port
+from importer.gearman.address import free_port
+from importer.gearman.client import GearmanIO
+from importer.gearman.server import GearmandProcess
 from tests.conftest import importer
 
 
@@ -62,7 +63,7 @@ def test_flags_plaintext_smtp_password(env: dict[str, str]) -> None:
 def test_flags_remote_gearmand_without_tls(env: dict[str, str]) -> None:
     """Judged from the configuration alone: the remote address is never contacted."""
     from importer.doctor import check_exposure
-    from importer.gearman_io import GearmanIO
+    from importer.gearman.client import GearmanIO
     from tests.conftest import settings_from
 
     local = env["IMPORTER_GEARMAN_SERVERS"]
@@ -209,3 +210,9 @@ def test_reports_the_isolation_of_document_children(env: dict[str, str]) -> None
         assert found["state"] == "fail" and "no-such-user-here" in found["detail"]
         worker = importer("worker", "--burst", env=env)
         assert worker.returncode == 2 and "IMPORTER_CHILD_USER" in worker.stderr
+
+
+def test_refuses_a_lang_that_is_not_a_language_spec(env: dict[str, str]) -> None:
+    proc = importer("doctor", "--lang", "eng --user-words /etc/passwd", env=env)
+    assert proc.returncode == 2
+    assert "not a Tesseract language name" in proc.stderr and "e.g. eng+deu" in proc.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from importer.states import PageSource, TextLayerMode
-from workers import pdf, textlayer
+from workers import textlayer, tools
 from workers.document import (
     ChildCrashed,
     CorruptPdf,
@@ -274,7 +274,7 @@ def turned_scans(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from PIL import Image
 
     out = tmp_path_factory.mktemp("turned")
-    pdf.run_tool(
+    tools.run_tool(
         [
             "pdftoppm",
             "-r",
@@ -546,7 +546,7 @@ def test_decompression_bomb_is_refused_before_rendering(tmp_path: Path) -> None:
 
 def test_scans_render_at_their_own_resolution(caplog: pytest.LogCaptureFixture) -> None:
     """A 200 dpi scan is not upsampled to 300 dpi: that adds Tesseract time, not detail."""
-    caplog.set_level(logging.DEBUG, logger="workers.pdf")
+    caplog.set_level(logging.DEBUG, logger="workers.tools")
     results = list(iter_pages(SAMPLES / "scanned_letter.pdf", limits=Limits(dpi=300)))
     renders = [r.getMessage() for r in caplog.records if "pdftoppm -r" in r.getMessage()]
     assert renders and all("pdftoppm -r 200 " in m for m in renders), renders

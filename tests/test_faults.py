@@ -40,9 +40,10 @@ from importer.config import Settings
 from importer.db import Document, Page, open_database
 from importer.db.engine import Database
 from importer.db.models import Batch, RejectedJob, utcnow
-from importer.gearman_io import FUNCTION, GearmanIO
-from importer.gearmand import GearmandProcess, free_port
-from importer.states import FINISHED, DocStatus
+from importer.gearman.address import free_port
+from importer.gearman.client import FUNCTION, GearmanIO
+from importer.gearman.server import GearmandProcess
+from importer.states import FINISHED, DocStatus, JobOutcome
 from tests import hostile
 from tests.conftest import SAMPLES, _unavailable, importer, settings_from
 from tests.gearmand_fixture import require_gearmand
@@ -216,11 +217,11 @@ class WorkerRun:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def outcomes(self) -> dict[str, Counter[str]]:
+    def outcomes(self) -> dict[str, Counter[JobOutcome]]:
         """job id -> how often each outcome (done, retry, dead, dropped, ...) was logged."""
-        seen: dict[str, Counter[str]] = defaultdict(Counter)
+        seen: dict[str, Counter[JobOutcome]] = defaultdict(Counter)
         for job_id, outcome in JOB_LINE.findall(self.log()):
-            seen[job_id][outcome] += 1
+            seen[job_id][JobOutcome(outcome)] += 1
         return seen
 
     def check_running(self) -> None:
@@ -373,14 +374,14 @@ def assert_done_once(
     wait_for("the batch e-mail", lambda: mails(env), 30, run)
     wait_for(
         "every job's outcome in the worker log",
-        lambda: all(run.outcomes()[d.job_id]["done"] for d in docs.values()),
+        lambda: all(run.outcomes()[d.job_id][JobOutcome.done] for d in docs.values()),
         30,
         run,
     )
     time.sleep(0.5)
     outcomes = run.outcomes()
     for name, doc in docs.items():
-        assert outcomes[doc.job_id]["done"] == 1, (name, dict(outcomes[doc.job_id]))
+        assert outcomes[doc.job_id][JobOutcome.done] == 1, (name, dict(outcomes[doc.job_id]))
     assert len(mails(env)) == 1
     return docs
 
@@ -549,7 +550,7 @@ def test_gearmand_sigkill_and_restart_mid_batch(
         outcomes = run.outcomes()
         replays = {j: dict(outcomes[j]) for j in running}
         for job_id, seen in replays.items():
-            assert seen["done"] == 1 and sum(seen.values()) == 2, (job_id, seen)
+            assert seen[JobOutcome.done] == 1 and sum(seen.values()) == 2, (job_id, seen)
         with db.session() as s:
             refused = Counter(s.scalars(select(RejectedJob.kind)))
         assert refused["rejected"] == 0, refused  # a gearmand crash does not look like an attack
@@ -774,7 +775,7 @@ def test_document_that_crashes_every_attempt_goes_dead(tmp_path: Path, env: dict
             assert doc.pages_done == expected[name]
         wait_for("the batch e-mail", lambda: mails(env), 30)
         time.sleep(3)  # long enough for a loop to show: the reaper runs every second
-        assert run.outcomes()[hog.job_id] == Counter({"retry": 2, "dead": 1})
+        assert run.outcomes()[hog.job_id] == Counter({JobOutcome.retry: 2, JobOutcome.dead: 1})
         assert documents(db, batch)["memory-hog.pdf"].attempts == 3
         with GearmanIO([env["IMPORTER_GEARMAN_SERVERS"]]) as gio:
             assert not gio.status_by_unique([hog.job_id])[hog.job_id].known

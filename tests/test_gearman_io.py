@@ -26,8 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from importer.errors import GearmanUnavailable
-from importer.gearman_io import GearmanIO, JobSpec, SubmitIncomplete, UniqueStatus
-from importer.gearmand import GearmandProcess, free_port, gearmand_argv
+from importer.gearman.address import free_port
+from importer.gearman.client import GearmanIO, JobSpec, SubmitIncomplete, UniqueStatus
+from importer.gearman.server import GearmandProcess, gearmand_argv
 from importer.states import Priority
 from tests.gearmand_fixture import require_gearmand
 
@@ -380,7 +381,7 @@ def test_run_foreground_forwards_sigterm_and_returns_the_exit_code(tmp_path: Pat
     script = (
         "import logging, sys\n"
         "from importer.config import Settings\n"
-        "from importer.gearmand import run_foreground\n"
+        "from importer.gearman.foreground import run_foreground\n"
         "logging.basicConfig(level=logging.INFO)\n"
         f"sys.exit(run_foreground(Settings(data_dir={str(tmp_path)!r}), '127.0.0.1', {port}))\n"
     )

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from importer.db import Document, open_database
 from importer.db.models import utcnow
-from importer.gearman_io import GearmanIO
+from importer.gearman.client import GearmanIO
 from importer.requeue import requeue_stale
 from importer.states import DocStatus
 from tests.conftest import SAMPLES, importer, settings_from

@@ -16,7 +16,7 @@ import pytest
 from inotify_simple import INotify, flags
 
 from importer import payload
-from importer.gearman_io import GearmanIO, JobSpec
+from importer.gearman.client import GearmanIO, JobSpec
 from tests.conftest import SAMPLES, importer, settings_from, submit_json
 
 TTL = 3600

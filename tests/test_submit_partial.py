@@ -18,14 +18,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from importer import payload, requeue, submit
+from importer import payload, submit
 from importer.db import Document, lifecycle, open_database
 from importer.db.engine import Database
 from importer.db.models import Batch, RejectedJob
 from importer.errors import GearmanUnavailable
-from importer.gearman_io import GearmanIO, _Connection
-from importer.gearmand import GearmandProcess
-from importer.requeue import SendIncomplete, retry_batch
+from importer.gearman import send as sending
+from importer.gearman.client import GearmanIO
+from importer.gearman.connection import Connection
+from importer.gearman.send import SendIncomplete
+from importer.gearman.server import GearmandProcess
+from importer.requeue import retry_batch
 from importer.states import DocStatus
 
 HEADER = struct.Struct("!4sII")
@@ -70,9 +73,9 @@ class Crash:
 @pytest.fixture
 def crash(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Crash]]:
     plans: list[Crash] = []
-    original = _Connection.send
+    original = Connection.send
 
-    def send(conn: _Connection, data: bytes) -> None:
+    def send(conn: Connection, data: bytes) -> None:
         plan = next((p for p in plans if not p.fired), None)
         if plan is None or conn.server.port != plan.gearmand.port:
             return original(conn, data)
@@ -89,7 +92,7 @@ def crash(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Crash]]:
         plan.gearmand.kill()
         original(conn, b"".join(packets[plan.after :]))  # into a dead peer
 
-    monkeypatch.setattr(_Connection, "send", send)
+    monkeypatch.setattr(Connection, "send", send)
 
     def arm(gearmand: GearmandProcess, *, on_send: int, after: int) -> Crash:
         plan = Crash(gearmand, on_send, after)
@@ -198,7 +201,7 @@ def test_gearmand_dying_mid_group_keeps_what_it_accepted(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(submit, "GROUP", 10)
+    monkeypatch.setattr(submit, "GROUP_SIZE", 10)
     folder = pdfs(tmp_path / "in", 45)
     plan = crash(gearmand, on_send=3, after=4)
     error = run_submit(db, gearmand, folder)
@@ -217,7 +220,7 @@ def test_first_group_partly_accepted_keeps_the_batch(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(submit, "GROUP", 10)
+    monkeypatch.setattr(submit, "GROUP_SIZE", 10)
     folder = pdfs(tmp_path / "in", 15)
     crash(gearmand, on_send=1, after=4)
     error = run_submit(db, gearmand, folder)
@@ -250,14 +253,14 @@ def test_send_keeps_the_handles_gearmand_gave_before_dying(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(submit, "GROUP", 10)
+    monkeypatch.setattr(submit, "GROUP_SIZE", 10)
     folder = pdfs(tmp_path / "in", 15)
     crash(gearmand, on_send=1, after=4)
     run_submit(db, gearmand, folder)
     batch_id = check_partial(db, gearmand, accepted=4, total=15)
     # a retry of the 11 failed, 5 per round trip, dies after 3 of them: those 3 keep their
     # handle and mark; the 2 refused and the 6 of the groups never sent lose the mark
-    monkeypatch.setattr(requeue, "GROUP", 5)
+    monkeypatch.setattr(sending, "GROUP_SIZE", 5)
     crash(gearmand, on_send=1, after=3)
     with GearmanIO([gearmand.address], timeout=5) as gio, pytest.raises(SendIncomplete) as raised:
         retry_batch(db, gio, KEYRING, batch_id)
@@ -271,7 +274,7 @@ def test_send_keeps_the_handles_gearmand_gave_before_dying(
 def test_duplicates_in_different_groups_are_skipped(
     db: Database, gearmand: GearmandProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(submit, "GROUP", 10)
+    monkeypatch.setattr(submit, "GROUP_SIZE", 10)
     folder = pdfs(tmp_path / "in", 25)
     (folder / "zz-copy.pdf").write_bytes((folder / "doc-003.pdf").read_bytes())
     with GearmanIO([gearmand.address]) as gio:

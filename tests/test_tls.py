@@ -33,14 +33,9 @@ from gearman.errors import GearmanError, ServerUnavailable
 from importer import certs
 from importer.certs import CertPaths, init_ca_dir
 from importer.errors import BadInput, GearmanUnavailable
-from importer.gearmand import free_port
-from importer.tls import (
-    TlsGearmand,
-    find_stunnel,
-    pygearman_host,
-    stunnel_config,
-    tls_admin_command,
-)
+from importer.gearman.address import free_port, parse_host
+from importer.gearman.admin import admin_command
+from importer.gearman.stunnel import TlsGearmand, find_stunnel, pygearman_host, stunnel_config
 from tests.gearmand_fixture import require_gearmand
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -424,7 +419,8 @@ def test_stunnel_config_refuses_values_that_would_add_options(tmp_path: Path) ->
 
 FOREGROUND = (
     "import logging, sys; from pathlib import Path; from importer.config import Settings; "
-    "from importer.tls import run_tls_foreground; logging.basicConfig(level=logging.INFO); "
+    "from importer.gearman.foreground import run_tls_foreground; "
+    "logging.basicConfig(level=logging.INFO); "
     "sys.exit(run_tls_foreground(Settings(data_dir=Path(sys.argv[1])), Path(sys.argv[2]), "
     "'127.0.0.1', int(sys.argv[3])))"
 )
@@ -494,7 +490,8 @@ def foreground(tmp_path: Path, pki: Pki) -> Iterator[Foreground]:
 
 
 def test_foreground_stops_both_on_sigterm(foreground: Foreground, pki: Pki) -> None:
-    assert tls_admin_command("127.0.0.1", foreground.port, pki.ours, "version").startswith("OK")
+    client = parse_host(pygearman_host("127.0.0.1", foreground.port, pki.ours.dir))
+    assert admin_command(client, "version", timeout=5.0)[0].startswith("1.")
     kids = foreground.children()
     assert sorted(kids) == ["gearmand", "stunnel4"]
     foreground.proc.send_signal(signal.SIGTERM)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from importer.gearmand import free_port
+from importer.gearman.address import free_port
 from tests.conftest import SAMPLES, importer
 
 

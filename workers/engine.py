@@ -16,15 +16,14 @@ has imported the reading code once, so a document pays a fork, not an interprete
 start-up. The child shares nothing with the worker (no threads, locks, connections or
 secrets: the fork server was spawned, never forked from the worker), it starts in its
 own session so one signal reaches everything it runs, its stdin, stdout and stderr are
-pipes the worker made and passed along, and its results come back as JSON lines, not
-pickle, so even a subverted child cannot make the caller run code.
+pipes the worker made and passed along, and its results come back as JSON lines
+(`workers.messages`), not pickle, so even a subverted child cannot make the caller run
+code, and every line is checked against its type before the caller sees it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import resource
@@ -36,12 +35,11 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from importer.states import PageSource
-from workers import isolation
+from importer.states import TextLayerMode
+from workers import isolation, messages
 from workers.document import (
-    _ERRORS,
     MB,
     ChildCrashed,
     DocumentError,
@@ -56,13 +54,23 @@ from workers.document import (
 )
 from workers.forkserver import ForkServer, ForkServerError
 from workers.isolation import ChildUser
-from workers.pdf import signal_name
+from workers.messages import (
+    MAX_MESSAGE,
+    Done,
+    Error,
+    Info,
+    Message,
+    Page,
+    Request,
+    Step,
+)
 from workers.reader import iter_pages
+from workers.tools import signal_name
+from workers.wire import MalformedMessage
 
 log = logging.getLogger(__name__)
 
 GRACE = 2.0  # seconds the caller waits past the child's own timeouts before killing it
-MAX_MESSAGE = 64 * MB  # one page's text, as JSON
 MAX_LOG_LINE = 64 * 1024
 REAP_TIMEOUT = 30.0  # a SIGKILLed child is gone at once unless stuck in the kernel (NFS)
 EXIT_OUT_OF_MEMORY = 70  # the child's exit status after a MemoryError
@@ -74,17 +82,13 @@ CHILD_FD = 3  # where the child finds the document's open descriptor (after stdi
 # Isolation ---------------------------------------------------------------------------
 
 
-class _Done:
-    """The child's last message: every page has been sent."""
-
-
 def process_document(
     path: str | os.PathLike[str],
     *,
     lang: str = "eng",
     limits: Limits = Limits(),
     skip_pages: Collection[int] = (),
-    text_layer: str = "auto",
+    text_layer: TextLayerMode | str = TextLayerMode.auto,
     fd: int | None = None,
 ) -> Iterator[DocumentInfo | PageResult]:
     """Yields DocumentInfo first, then one PageResult per page in page order (pages in
@@ -99,28 +103,28 @@ def process_document(
     child and its programs at once, and the page images always go with them.
     """
     skip = sorted({int(n) for n in skip_pages})
+    request = Request(
+        path=os.path.abspath(path),
+        lang=lang,
+        limits=limits,
+        skip=tuple(skip),
+        text_layer=TextLayerMode(text_layer),
+        fd=CHILD_FD,
+        log_level=logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.INFO,
+    )
     own_fd = None
     if fd is None:  # the child never opens a name: it gets this process's open file
         try:
             fd = own_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             raise FileUnreadable(f"cannot read {path}: {e.strerror or e}") from e
-    request = {
-        "path": os.path.abspath(path),
-        "lang": lang,
-        "limits": dataclasses.asdict(limits),
-        "skip": skip,
-        "text_layer": text_layer,
-        "fd": CHILD_FD,
-        "log_level": logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.INFO,
-    }
     child: _Child | None = None
     try:
         child = _start_child((fd,))
-        log.debug("engine child %d reads %s", child.pid, request["path"])
+        log.debug("engine child %d reads %s", child.pid, request.path)
         assert child.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # an early death shows in the exit status
-            child.stdin.write(json.dumps(request).encode("utf-8"))
+            child.stdin.write(request.encode())
             child.stdin.close()
         yield from _Watch(child, limits, frozenset(skip)).run()
     finally:
@@ -349,52 +353,27 @@ class _Watch:
         doc_deadline = time.monotonic() + self.limits.document_timeout + GRACE
         while True:
             deadline = min(time.monotonic() + self.limits.page_timeout + GRACE, doc_deadline)
-            item = self._decode(self._next(deadline, doc_deadline))
-            if isinstance(item, _Done):
+            message = self._next(deadline, doc_deadline)
+            if isinstance(message, Done):
                 self._drain(time.monotonic() + GRACE)
                 self.proc.done = not self.selector.get_map()  # it closed both pipes
                 return
-            if isinstance(item, DocumentInfo):
-                self.pages = item.pages
+            if isinstance(message, Error):
+                raise message.exception()
+            if isinstance(message, Info):
+                self.pages = message.pages
                 self._advance(0)
-                yield item
-            elif isinstance(item, PageResult):
-                self._advance(item.number)
-                yield item
-
-    def _decode(self, message: dict[str, Any]) -> DocumentInfo | PageResult | _Done | None:
-        """One message as a result, _Done, or None for a heartbeat; errors are raised."""
-        try:
-            kind = message["t"]
-            if kind == "info":
-                return DocumentInfo(pages=int(message["pages"]))
-            if kind == "page":
-                return PageResult(
-                    number=int(message["number"]),
-                    text=str(message["text"]),
-                    source=PageSource(message["source"]),
-                    confidence=_optional_float(message["confidence"]),
-                    seconds=float(message["seconds"]),
-                )
-            if kind == "error":
-                error = _ERRORS.get(str(message["kind"]), ChildCrashed)
-                reason = str(message["reason"])
-            elif kind == "done":
-                return _Done()
-            elif kind == "step":
-                return None
-            else:
-                reason = f"worker child sent an unknown message {kind!r}"
-                error = ChildCrashed
-        except (KeyError, TypeError, ValueError) as e:
-            raise ChildCrashed(f"worker child sent a malformed message: {e!r:.100}") from e
-        raise error(reason)
+                yield DocumentInfo(message.pages)
+            elif isinstance(message, Page):
+                self._advance(message.number)
+                yield message.result()
+            # a Step: the child is working, and the page's clock starts again
 
     def _advance(self, done: int) -> None:
         following = (n for n in range(done + 1, self.pages + 1) if n not in self.skip)
         self.page = next(following, None)
 
-    def _next(self, deadline: float, doc_deadline: float) -> dict[str, Any]:
+    def _next(self, deadline: float, doc_deadline: float) -> Message:
         """The child's next message; a dead or overdue child becomes a DocumentError."""
         while not self.lines:
             if self.eof:
@@ -407,13 +386,12 @@ class _Watch:
             for key, _ in self.selector.select(remaining):
                 self._read(key)
         line = self.lines.popleft()
+        if len(line) > MAX_MESSAGE:
+            raise OverLimit(f"more than {MAX_MESSAGE // MB} MB of text {self._where()}")
         try:
-            message = json.loads(line)
-        except ValueError as e:
-            raise ChildCrashed(f"worker child sent a malformed message: {line[:60]!r}") from e
-        if not isinstance(message, dict):
-            raise ChildCrashed(f"worker child sent a malformed message: {line[:60]!r}")
-        return message
+            return messages.decode(line)
+        except MalformedMessage as e:
+            raise ChildCrashed(f"worker child sent a malformed message: {e}") from e
 
     def _drain(self, deadline: float) -> None:
         """Read what is left on both pipes until the child closes them (it is exiting)."""
@@ -497,10 +475,6 @@ class _Watch:
         return "after the last page" if self.pages else "while opening the document"
 
 
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
-
-
 def _kill_group(proc: _Child) -> None:
     """Kill the child's process group (pdftoppm, tesseract and all), then reap the child.
 
@@ -532,16 +506,15 @@ def _kill_and_reap(proc: _Child) -> None:
 def child_main() -> int:
     """The child's life: read the request, limit itself, read the document, report.
 
-    Messages go out one JSON object per line on the original stdout; fd 1 is pointed at
-    stderr first, so nothing a library prints can garble them.
+    Messages (`workers.messages`) go out one line each on the original stdout; fd 1 is
+    pointed at stderr first, so nothing a library prints can garble them.
     """
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    request = json.loads(_read_all(0))
-    limits = Limits(**request["limits"])
-    _apply_limits(limits)
+    request = Request.decode(_read_all(0))
+    _apply_limits(request.limits)
     logging.basicConfig(
-        level=request["log_level"],
+        level=request.log_level,
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
         force=True,
@@ -551,51 +524,33 @@ def child_main() -> int:
     # would ignore the signal's default action, and wait for the hard limit's SIGKILL.
     signal.signal(signal.SIGXCPU, lambda *_: os._exit(EXIT_OUT_OF_CPU))
 
-    def send(message: dict[str, Any]) -> None:
-        channel.write(json.dumps(message).encode("utf-8") + b"\n")
+    def send(message: Message) -> None:
+        channel.write(message.encode())
         channel.flush()
 
     pages = iter_pages(
-        request["path"],
-        lang=request["lang"],
-        limits=limits,
-        skip_pages=request["skip"],
+        request.path,
+        lang=request.lang,
+        limits=request.limits,
+        skip_pages=request.skip,
         work_dir=tempfile.gettempdir(),  # the child's own (see workers.forkserver)
-        on_step=lambda: send({"t": "step"}),
-        text_layer=request["text_layer"],
-        fd=request["fd"],
+        on_step=lambda: send(Step()),
+        text_layer=request.text_layer,
+        fd=request.fd,
     )
     try:
         for item in pages:
-            if isinstance(item, DocumentInfo):
-                send({"t": "info", "pages": item.pages})
-            else:
-                send(
-                    {
-                        "t": "page",
-                        "number": item.number,
-                        "text": item.text,
-                        "source": item.source.value,
-                        "confidence": item.confidence,
-                        "seconds": item.seconds,
-                    }
-                )
-        send({"t": "done"})
+            send(Info(item.pages) if isinstance(item, DocumentInfo) else Page.of(item))
+        send(Done())
     except DocumentError as e:
-        send({"t": "error", "kind": type(e).__name__, "reason": e.reason})
+        send(Error.of(e))
     except MemoryError:
         os._exit(EXIT_OUT_OF_MEMORY)  # reporting could need memory; the status says it
     except BrokenPipeError:
         return 0  # the parent has stopped listening; nothing is left to do
     except Exception as e:
-        log.exception("engine child failed on %s", request["path"])
-        send(
-            {
-                "t": "error",
-                "kind": "ChildCrashed",
-                "reason": f"worker child failed: {type(e).__name__}: {e}",
-            }
-        )
+        log.exception("engine child failed on %s", request.path)
+        send(Error(ChildCrashed.__name__, f"worker child failed: {type(e).__name__}: {e}"))
     return 0
 
 
@@ -645,7 +600,11 @@ def forkserver_main(argv: list[str]) -> int:
     # What a child may need, loaded now: after it drops to its user, the venv may be unreadable.
     import PIL.Image  # noqa: F401
     import pypdf  # noqa: F401
-    import pytesseract  # noqa: F401
+
+    from workers import probe
+
+    for warning in probe.start_up():  # every child inherits the answer: no probe per document
+        print(f"WARNING engine fork server: {warning}", file=sys.stderr)
 
     try:
         isolation.enter_private_network()

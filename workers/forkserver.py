@@ -10,14 +10,14 @@ file descriptors the worker sent along (stdin, stdout, stderr, then any others a
 child's group when asked, and reaps each child, killing its group first, and reports its
 exit status.
 
-Messages on the control socket (a SOCK_SEQPACKET socketpair) are JSON objects, file
-descriptors travel as SCM_RIGHTS:
+On the control socket (a SOCK_SEQPACKET socketpair) go the messages of
+`workers.forkserver_messages`, file descriptors as SCM_RIGHTS:
 
-    server -> worker  {"t": "ready", "pid": P}            once, when imported and waiting
-    worker -> server  {"op": "fork"} + fds               one document child
-    server -> worker  {"t": "forked", "pid": C}  or  {"t": "error", "reason": ...}
-    worker -> server  {"op": "kill", "pid": C}            SIGKILL to C's group, if not reaped
-    server -> worker  {"t": "exit", "pid": C, "status": S}   S as Popen.returncode
+    server -> worker  Ready                  once, when imported and waiting
+    worker -> server  Fork + fds             one document child
+    server -> worker  Forked  or  ForkFailed
+    worker -> server  Kill                   SIGKILL to the child's group, if not reaped
+    server -> worker  Exited                 whenever a child is reaped
 
 The server exits when the worker closes its end (the worker died or replaced it), and
 kills its children's groups first. A child dies with its fork server (PR_SET_PDEATHSIG).
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import resource
 import select
@@ -40,12 +39,23 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 from workers import isolation
+from workers.forkserver_messages import (
+    MAX_CONTROL,
+    Exited,
+    Fork,
+    Forked,
+    ForkFailed,
+    Kill,
+    Ready,
+    Report,
+    decode_report,
+    decode_request,
+)
 from workers.isolation import ChildUser, drop_to
+from workers.wire import MalformedMessage
 
-MAX_CONTROL = 64 * 1024  # one control message
 MAX_FDS = 16  # file descriptors passed with one request
 CHILD_PROCESSES = 64  # processes one document may run (without walls: all children of its user)
 START_SECONDS = 30.0  # a fresh interpreter importing the reader, on a very busy machine
@@ -96,22 +106,22 @@ class ForkServer:
         """Fork a child with these descriptors as its 0, 1, 2, 3, ...; returns its pid."""
         if not self.ready:
             hello = self._receive(time.monotonic() + START_SECONDS)
-            if hello != {"t": "ready", "pid": self.pid}:
+            if hello != Ready(self.pid):
                 raise ForkServerError(f"fork server said {str(hello)[:100]} on start")
             self.ready = True
-        self._send({"op": "fork"}, fds)
+        self._send(Fork(), fds)
         answer = self._answer(time.monotonic() + ANSWER_SECONDS)
-        if answer.get("t") == "forked" and isinstance(answer.get("pid"), int):
+        if isinstance(answer, Forked):
             self.documents += 1
-            return int(answer["pid"])
-        if answer.get("t") == "error":
-            raise ForkServerError(f"fork server cannot fork: {str(answer.get('reason'))[:200]}")
+            return answer.pid
+        if isinstance(answer, ForkFailed):
+            raise ForkServerError(f"fork server cannot fork: {answer.reason[:200]}")
         raise ForkServerError(f"fork server said {str(answer)[:100]} to a fork request")
 
     def kill(self, pid: int) -> None:
         """SIGKILL the child's group, unless the server has already reaped it."""
         if pid not in self.exited:
-            self._send({"op": "kill", "pid": pid})
+            self._send(Kill(pid))
 
     def let_go(self, pid: int) -> None:
         """Kill the child's group, unless reaped, without waiting for it: the server kills
@@ -119,7 +129,7 @@ class ForkServer:
         status = self.exited.pop(pid, None)
         if status is None:
             self.forgotten.add(pid)
-            self._send({"op": "kill", "pid": pid})
+            self._send(Kill(pid))
 
     def wait(self, pid: int, timeout: float) -> int:
         """The child's exit status (Popen.returncode); subprocess.TimeoutExpired if it runs on."""
@@ -153,33 +163,30 @@ class ForkServer:
             with contextlib.suppress(OSError):
                 os.rmdir(self.cwd)
 
-    def _answer(self, deadline: float) -> dict[str, Any]:
+    def _answer(self, deadline: float) -> Report:
         """The next message that is not an exit report (those are filed in `exited`)."""
         while True:
             message = self._receive(deadline)
             if not self._filed(message):
                 return message
 
-    def _filed(self, message: dict[str, Any]) -> bool:
+    def _filed(self, message: Report) -> bool:
         """File an exit report; False for any other message."""
-        if message.get("t") != "exit":
+        if not isinstance(message, Exited):
             return False
-        pid, status = message.get("pid"), message.get("status")
-        if not isinstance(pid, int) or not isinstance(status, int):
-            raise ForkServerError(f"fork server sent a malformed exit report {message!r:.100}")
-        if pid in self.forgotten:
-            self.forgotten.discard(pid)
+        if message.pid in self.forgotten:
+            self.forgotten.discard(message.pid)
         else:
-            self.exited[pid] = status
+            self.exited[message.pid] = message.status
         return True
 
-    def _send(self, message: dict[str, Any], fds: Sequence[int] = ()) -> None:
+    def _send(self, message: Fork | Kill, fds: Sequence[int] = ()) -> None:
         try:
-            socket.send_fds(self.sock, [json.dumps(message).encode()], list(fds))
+            socket.send_fds(self.sock, [message.encode()], list(fds))
         except OSError as e:
             raise ForkServerError(f"fork server gone ({e.strerror or e})") from e
 
-    def _receive(self, deadline: float, timeout: float | None = None) -> dict[str, Any]:
+    def _receive(self, deadline: float, timeout: float | None = None) -> Report:
         remaining = deadline - time.monotonic()
         try:
             readable, _, _ = select.select([self.sock], [], [], max(0.0, remaining))
@@ -193,12 +200,9 @@ class ForkServer:
         if not data:
             raise ForkServerError("fork server gone (it closed its end)")
         try:
-            message = json.loads(data)
-        except ValueError as e:
-            raise ForkServerError(f"fork server sent a malformed message {data[:60]!r}") from e
-        if not isinstance(message, dict):
-            raise ForkServerError(f"fork server sent a malformed message {data[:60]!r}")
-        return message
+            return decode_report(data)
+        except MalformedMessage as e:
+            raise ForkServerError(f"fork server sent a malformed message: {e}") from e
 
 
 # The server's side ----------------------------------------------------------------------
@@ -216,7 +220,7 @@ def serve(
     ctl = socket.socket(fileno=control_fd)
     children: dict[int, tuple[int, str]] = {}  # pidfd -> pid, private directory
     try:
-        _send(ctl, {"t": "ready", "pid": os.getpid()})
+        _send(ctl, Ready(os.getpid()))
         while True:
             readable, _, _ = select.select([control_fd, *children], [], [])
             for pidfd in readable:
@@ -230,8 +234,8 @@ def serve(
                     return 0  # the worker is gone, or done with us
                 if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                     raise ValueError("truncated request")
-                request = json.loads(data)
-                if request.get("op") == "fork":
+                request = decode_request(data)
+                if isinstance(request, Fork):
                     private = _private_directory(user)
                     try:
                         pid = _fork(fds, target, user, private, walls)
@@ -239,22 +243,18 @@ def serve(
                     except BaseException:
                         shutil.rmtree(private, ignore_errors=True)
                         raise
-                    _send(ctl, {"t": "forked", "pid": pid})
-                elif request.get("op") == "kill" and any(
-                    request.get("pid") == pid for pid, _ in children.values()
-                ):
+                    _send(ctl, Forked(pid))
+                elif any(request.pid == pid for pid, _ in children.values()):
                     with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(request["pid"], signal.SIGKILL)
-                elif request.get("op") != "kill":
-                    raise ValueError(f"unknown request {request!r:.100}")
+                        os.killpg(request.pid, signal.SIGKILL)
             except OSError as e:
-                _send(ctl, {"t": "error", "reason": f"{type(e).__name__}: {e}"})
+                _send(ctl, ForkFailed(f"{type(e).__name__}: {e}"))
             finally:
                 for fd in fds:
                     os.close(fd)
     except (BrokenPipeError, ConnectionResetError):
         return 0
-    except (ValueError, AttributeError) as e:
+    except ValueError as e:  # MalformedMessage among them
         print(f"engine fork server: bad request: {e}", file=sys.stderr)
         return 2
     finally:
@@ -262,8 +262,8 @@ def serve(
             _reap(pidfd, pid, private)
 
 
-def _send(ctl: socket.socket, message: dict[str, Any]) -> None:
-    ctl.send(json.dumps(message).encode())
+def _send(ctl: socket.socket, message: Report) -> None:
+    ctl.send(message.encode())
 
 
 def _pidfd(pid: int) -> int:
@@ -277,7 +277,7 @@ def _pidfd(pid: int) -> int:
         raise
 
 
-def _reap(pidfd: int, pid: int, private: str) -> dict[str, Any]:
+def _reap(pidfd: int, pid: int, private: str) -> Exited:
     """Kill what is left of the child's group, then reap the child (its pid names the
     group until then, so no other process can have taken it), and remove its files."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -285,7 +285,7 @@ def _reap(pidfd: int, pid: int, private: str) -> dict[str, Any]:
     _, status = os.waitpid(pid, 0)
     os.close(pidfd)
     shutil.rmtree(private, ignore_errors=True)
-    return {"t": "exit", "pid": pid, "status": os.waitstatus_to_exitcode(status)}
+    return Exited(pid, os.waitstatus_to_exitcode(status))
 
 
 def _private_directory(user: ChildUser | None) -> str:

@@ -22,7 +22,7 @@ from importer.config import Settings
 from importer.db import lifecycle
 from importer.db.engine import Database
 from importer.errors import ImporterError, PayloadRejected
-from importer.states import DocStatus
+from importer.states import DocStatus, JobOutcome
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
 from workers.opening import Refused, open_confined
@@ -69,11 +69,28 @@ class JobContext:
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # "done", "failed", "dead", "retry", "rejected", "dropped", "released"
+    """What became of one delivery of a job; its encoding is the WORK_COMPLETE data and the
+    end of the worker's log line for the job, the status word first::
+
+        done: 3 pages
+        retry: no progress for 120 s on page 2 (IMPORTER_PAGE_TIMEOUT_SECONDS)
+        dropped
+    """
+
+    status: JobOutcome
     detail: str = ""
 
     def encode(self) -> bytes:
-        return f"{self.status}: {self.detail}".encode() if self.detail else self.status.encode()
+        text = f"{self.status.value}: {self.detail}" if self.detail else self.status.value
+        return text.encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Outcome:
+        """Raises ValueError for anything that is not an outcome."""
+        status, sep, detail = data.decode().partition(": ")
+        if sep and not detail:
+            raise ValueError(f"outcome {data[:100]!r} has an empty detail")
+        return cls(JobOutcome(status), detail)
 
 
 def handle(
@@ -90,7 +107,7 @@ def handle(
     except PayloadRejected as e:
         log.warning("rejected job %r: %s", (unique or "")[:64], e.message)
         lifecycle.record_rejection(ctx.db, unique=unique, reason=e.message, worker=ctx.owner)
-        return Outcome("rejected", e.message)
+        return Outcome(JobOutcome.rejected, e.message)
 
     claimed = lifecycle.claim(
         ctx.db,
@@ -105,9 +122,9 @@ def handle(
             lifecycle.record_rejection(
                 ctx.db, unique=unique, reason=claimed.value, worker=ctx.owner
             )
-            return Outcome("rejected", claimed.value)
+            return Outcome(JobOutcome.rejected, claimed.value)
         log.info("job %s dropped: %s", job.job_id, claimed.value)
-        return Outcome("dropped", claimed.value)
+        return Outcome(JobOutcome.dropped, claimed.value)
 
     try:
         fd = open_confined(claimed.path, ctx.roots, claimed.size)
@@ -115,7 +132,7 @@ def handle(
         lifecycle.finish(
             ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=e.reason
         )
-        return Outcome("failed", e.reason)
+        return Outcome(JobOutcome.failed, e.reason)
     except OSError as e:
         return _retry(ctx, claimed, f"cannot open {claimed.path}: {e.strerror or e}")
     try:
@@ -223,12 +240,12 @@ def _read(
                 )
                 done += 1
                 if time.monotonic() - last_flush >= PAGE_FLUSH_SECONDS and not flush():
-                    return Outcome("dropped", "lease lost")
+                    return Outcome(JobOutcome.dropped, "lease lost")
                 progress(done, total)
                 if should_stop():
                     flush()
                     lifecycle.release(ctx.db, claimed.id, owner=ctx.owner)
-                    return Outcome("released", "worker stopping; pages kept")
+                    return Outcome(JobOutcome.released, "worker stopping; pages kept")
     except StopNow:
         lifecycle.release(ctx.db, claimed.id, owner=ctx.owner)
         raise
@@ -238,7 +255,7 @@ def _read(
             lifecycle.finish(
                 ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=e.reason
             )
-            return Outcome("failed", e.reason)
+            return Outcome(JobOutcome.failed, e.reason)
         return _retry(ctx, claimed, e.reason)
     finally:
         _close(events)
@@ -251,8 +268,8 @@ def _read(
         page_count=count,
     )
     if not finished:
-        return Outcome("dropped", "lease lost")
-    return Outcome("done", f"{done} pages")
+        return Outcome(JobOutcome.dropped, "lease lost")
+    return Outcome(JobOutcome.done, f"{done} pages")
 
 
 def _retry(ctx: JobContext, claimed: lifecycle.Claimed, reason: str) -> Outcome:
@@ -260,7 +277,7 @@ def _retry(ctx: JobContext, claimed: lifecycle.Claimed, reason: str) -> Outcome:
     status = lifecycle.retry_later(
         ctx.db, claimed.id, owner=ctx.owner, error=reason, max_attempts=ctx.settings.max_attempts
     )
-    return Outcome("dead" if status == DocStatus.dead else "retry", reason)
+    return Outcome(JobOutcome.dead if status == DocStatus.dead else JobOutcome.retry, reason)
 
 
 def _close(events: Iterator[object]) -> None:

@@ -19,7 +19,8 @@ from typing import Any
 import gearman  # type: ignore[import-untyped]
 from gearman.errors import GearmanError, ServerUnavailable  # type: ignore[import-untyped]
 
-from importer.gearman_io import FUNCTION
+from importer.backoff import Backoff
+from importer.gearman.client import FUNCTION
 from importer.payload import worker_id
 from workers.job import JobContext, StopNow, handle
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 PROGRESS_SECONDS = 0.2
 BURST_IDLE_POLLS = 2
-RECONNECT_MAX_SECONDS = 30.0
+RECONNECT = Backoff(base=0.5, cap=30.0)  # after losing gearmand: 0.5 s, 1 s, ... 30 s
 
 
 class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
@@ -149,7 +150,7 @@ def work(
     stop = stop or threading.Event()
     busy = busy or threading.Event()
     ctx = make_ctx()
-    delay = 0.5
+    failures = 0  # reconnections in a row without getting to work
     jobs = 0
     while not stop.is_set():
         worker = ImportWorker(
@@ -170,17 +171,18 @@ def work(
         except (GearmanError, OSError) as e:
             jobs += worker.jobs_done
             if worker.connected:
-                delay = 0.5  # it was working: the first retry comes quickly again
+                failures = 0  # it was working: the first retry comes quickly again
+            delay = RECONNECT.delay(failures)
+            failures += 1
             log.warning("gearmand unavailable (%s); reconnecting in %.1f s", e, delay)
             stop.wait(delay)
-            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
             continue
         finally:
             worker.shutdown()
         jobs += worker.jobs_done
         if worker.finished:
             break
-        delay = 0.5
+        failures = 0
     return jobs
 
 

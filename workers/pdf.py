@@ -1,9 +1,8 @@
 """Poppler wrappers: probe a PDF, read its text layer, render one page to an image file.
 
-Every external program runs through `run_tool`, the one place that logs the argv,
-enforces a timeout and turns a failure into a `ToolError`; callers never see a
-`CalledProcessError` or a magic return value. These functions parse untrusted files
-through poppler, so the engine calls them only inside its resource-limited child.
+Every program runs through `workers.tools.run_tool`, which times it, logs it and turns
+a failure into a `ToolError`. These functions parse untrusted files through poppler, so
+the engine calls them only inside its resource-limited child.
 
 pdftoppm is called directly rather than through pdf2image: `convert_from_path` runs
 `pdfinfo` and `pdftoppm -v` on every call (two extra processes per page, neither with
@@ -17,94 +16,18 @@ import logging
 import math
 import os
 import re
-import shlex
-import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from workers.tools import ToolError, ToolOutOfMemory, run_tool
+
 log = logging.getLogger(__name__)
 
 HEADER_WINDOW = 1024  # readers accept "%PDF-" anywhere in the first KB, and so do we
 POINTS_PER_INCH = 72.0
-
-
-class ToolError(Exception):
-    """An external program failed: `tool` names it, `detail` is its own last words."""
-
-    def __init__(self, tool: str, detail: str) -> None:
-        super().__init__(f"{tool}: {detail}")
-        self.tool = tool
-        self.detail = detail
-
-
-class ToolTimeout(ToolError):
-    """The program ran past its timeout and was killed."""
-
-
-class ToolKilled(ToolError):
-    """The program died by a signal (a crash, or a resource limit)."""
-
-    def __init__(self, tool: str, signum: int) -> None:
-        super().__init__(tool, f"killed by signal {signum} ({signal_name(signum)})")
-        self.signum = signum
-
-
-class ToolOutOfMemory(ToolError):
-    """The program ran out of memory but said so only on stderr (poppler exits 0)."""
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-def run_tool(
-    argv: Sequence[str],
-    *,
-    timeout: float,
-    env: Mapping[str, str] | None = None,
-    pass_fds: Sequence[int] = (),
-) -> subprocess.CompletedProcess[bytes]:
-    """Run one external program to completion, or raise a `ToolError` saying why not.
-
-    `pass_fds` are the descriptors it may inherit (the PDF it reads); it gets no other."""
-    tool = os.path.basename(argv[0])
-    if timeout <= 0:
-        raise ToolTimeout(tool, "no time left to start it")
-    log.debug("run (timeout %.1f s): %s", timeout, shlex.join(argv))
-    try:
-        proc = subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-            pass_fds=tuple(pass_fds),
-        )
-    except subprocess.TimeoutExpired as e:
-        raise ToolTimeout(tool, f"timed out after {timeout:.3g} s") from e
-    except FileNotFoundError as e:
-        raise ToolError(tool, f"{tool} is not installed or not on PATH") from e
-    if proc.returncode < 0:
-        raise ToolKilled(tool, -proc.returncode)
-    if proc.returncode > 0:
-        raise ToolError(tool, last_line(proc.stderr) or f"exit status {proc.returncode}")
-    if proc.stderr:
-        log.debug("%s said: %s", tool, last_line(proc.stderr))
-    return proc
-
-
-def last_line(stream: bytes) -> str:
-    """The last non-empty line a program printed: usually the one that names the problem."""
-    lines = [line.strip() for line in stream.decode("utf-8", "replace").splitlines()]
-    lines = [line for line in lines if line]
-    return lines[-1][:300] if lines else ""
 
 
 @dataclass(frozen=True)

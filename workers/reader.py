@@ -13,8 +13,14 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 
+from importer.languages import (
+    LanguageError,
+    install_command,
+    missing_languages,
+    parse_languages,
+)
 from importer.states import PageSource, TextLayerMode
-from workers import ocr, pdf, textlayer
+from workers import ocr, pdf, probe, textlayer
 from workers.document import (
     MB,
     ChildCrashed,
@@ -33,7 +39,7 @@ from workers.document import (
     PageTimeout,
     ToolFailed,
 )
-from workers.pdf import ToolError, ToolKilled, ToolOutOfMemory, ToolTimeout
+from workers.tools import ToolError, ToolKilled, ToolOutOfMemory, ToolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -276,20 +282,23 @@ class _Reader:
         return max(MIN_RENDER_DPI, min(dpi, image.ppi)) if covers else dpi
 
     def _check_languages(self) -> None:
+        """Against the languages probed when the worker started (`workers.probe`); listed
+        here only when nobody has."""
         deadline = self._step_deadline()
         try:
-            missing = ocr.missing_languages(self.lang, timeout=deadline - time.monotonic())
-        except ValueError as e:
-            raise LanguageUnavailable(str(e)) from e
+            names = parse_languages(self.lang)
+            installed = probe.installed_languages(timeout=deadline - time.monotonic())
+        except LanguageError as e:
+            raise LanguageUnavailable(e.message) from e
         except ToolTimeout as e:
             raise self._timeout("tesseract --list-langs timed out", deadline) from e
         except ToolError as e:
             raise ToolFailed(f"cannot list Tesseract's languages: {e.detail}") from e
+        missing = missing_languages(names, installed)
         if missing:
-            packages = " ".join(f"tesseract-ocr-{name.lower()}" for name in missing)
             raise LanguageUnavailable(
                 f"Tesseract has no data for language {', '.join(missing)}"
-                f" (install it: apt-get install {packages})"
+                f" (install it: {install_command(missing)})"
             )
 
     def _ocr_page(self, number: int) -> PageResult:

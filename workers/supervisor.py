@@ -21,10 +21,12 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from importer.backoff import Backoff
 from importer.config import Settings
 from importer.db.engine import open_database
 from importer.errors import ConfigError, ImporterError
-from importer.gearman_io import GearmanIO, host_list
+from importer.gearman.address import host_list
+from importer.gearman.client import GearmanIO
 from importer.outbox import deliver_pending
 from importer.requeue import requeue_stale
 from workers import engine, isolation
@@ -34,8 +36,7 @@ from workers.loop import install_signal_handlers, owner_name, work
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 60.0
-RESTART_BACKOFF_MIN = 0.5
-RESTART_BACKOFF_MAX = 30.0
+RESTART = Backoff(base=0.5, cap=30.0)  # a slot whose worker died: 0.5 s, 1 s, ... 30 s
 STABLE_SECONDS = 60.0  # a worker that ran this long before dying starts its backoff afresh
 DELIVERY_SECONDS = 0.5  # how soon a queued e-mail leaves
 
@@ -100,7 +101,7 @@ class Supervisor:
         self.children: dict[int, BaseProcess] = {}
         self.started_at: dict[int, float] = {}
         self.restart_at: dict[int, float] = {}
-        self.backoff: dict[int, float] = {}
+        self.deaths: dict[int, int] = {}  # slot -> its worker's deaths in a row
         self.stopping = threading.Event()
         self.restarts = 0
         try:  # a user that does not exist is the operator's to fix, before any child starts
@@ -173,11 +174,12 @@ class Supervisor:
                 del self.children[slot]
                 continue
             if now - self.started_at.get(slot, now) >= STABLE_SECONDS:
-                self.backoff[slot] = RESTART_BACKOFF_MIN
-            wait = self.backoff.get(slot, RESTART_BACKOFF_MIN)
+                self.deaths[slot] = 0
+            deaths = self.deaths.get(slot, 0)
+            wait = RESTART.delay(deaths)
             log.warning("worker-%d exited with %s; restarting in %.1f s", slot, proc.exitcode, wait)
             self.restart_at[slot] = now + wait
-            self.backoff[slot] = min(wait * 2, RESTART_BACKOFF_MAX)
+            self.deaths[slot] = deaths + 1
 
     def run(self) -> int:
         """Supervise until stopped, or (burst / max-jobs) until every child has exited cleanly."""

@@ -6,7 +6,6 @@ a replayed job or a reaper on another host can never both win the same step.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,8 +14,10 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 
+from importer.backoff import Backoff, Jitter
 from importer.db.engine import Database
 from importer.db.models import Batch, Document, Outbox, Page, RejectedJob, utcnow
+from importer.db.outbox_key import OutboxKey
 from importer.db.retry import waits_for_database
 from importer.states import (
     FINISHED,
@@ -35,6 +36,10 @@ class ClaimRefusal(StrEnum):
     leased = "document is being processed by another worker"
     not_due = "document is waiting for its next attempt"
 
+
+# A document's next attempt after a transient failure: 5 s, 10 s, ... up to 10 minutes,
+# each drawn anywhere below that, so that documents failed together come back apart.
+DOCUMENT_RETRY = Backoff(base=5.0, cap=600.0, jitter=Jitter.full)
 
 # Refusals that only a forged or replayed job produces: counted as rejected jobs. A job
 # whose document another worker holds is a duplicate delivery, dropped without a count.
@@ -330,13 +335,13 @@ def finish(
                 raise _Lost  # nothing of this call may stay, the pages included
             mail = False
             if batch.notify == NotifyMode.each:
-                mail = _add_outbox_row(s, f"doc:{job_id}", batch.id, batch.email)
+                mail = _add_outbox_row(s, OutboxKey.document(job_id), batch.id, batch.email)
             # as _close_batch_if_done: a batch still being submitted (no total yet) stays open
             closing = batch.finished_at is None and batch.total != 0
             if closing and s.scalar(_LEFT, {"batch_id": batch.id}) == 0:
                 s.execute(_CLOSE_BATCH, {"batch_id": batch.id, "now": now}, **_NO_SYNC_KW)
                 if batch.notify == NotifyMode.batch:
-                    key = f"batch:{batch.id}:{now.timestamp():.6f}"
+                    key = OutboxKey.batch(batch.id, now)
                     mail = _add_outbox_row(s, key, batch.id, batch.email) or mail
             return Finished.mail if mail else Finished.done
     except _Lost:
@@ -360,10 +365,11 @@ def _page_rows(doc_id: int, pages: Sequence[StoredPage]) -> list[dict[str, objec
     ]
 
 
-def _add_outbox_row(s, key: str, batch_id: str, email: str) -> bool:  # type: ignore[no-untyped-def]
-    exists = s.scalar(select(Outbox.id).where(Outbox.key == key))
+def _add_outbox_row(s, key: OutboxKey, batch_id: str, email: str) -> bool:  # type: ignore[no-untyped-def]
+    text = key.encode()
+    exists = s.scalar(select(Outbox.id).where(Outbox.key == text))
     if exists is None:
-        s.add(Outbox(key=key, batch_id=batch_id, recipient=email))
+        s.add(Outbox(key=text, batch_id=batch_id, recipient=email))
     return exists is None
 
 
@@ -377,9 +383,7 @@ def _close_batch_if_done(s, batch: Batch, now: datetime) -> bool:  # type: ignor
     if left == 0 and batch.finished_at is None:
         batch.finished_at = now
         if batch.notify == NotifyMode.batch:
-            return _add_outbox_row(
-                s, f"batch:{batch.id}:{now.timestamp():.6f}", batch.id, batch.email
-            )
+            return _add_outbox_row(s, OutboxKey.batch(batch.id, now), batch.id, batch.email)
     return False
 
 
@@ -389,11 +393,6 @@ def close_batch_if_done(db: Database, batch_id: str) -> None:
     with db.session(immediate=True) as s:
         batch = s.execute(select(Batch).where(Batch.id == batch_id).with_for_update()).scalar_one()
         _close_batch_if_done(s, batch, utcnow())
-
-
-def backoff_seconds(attempt: int, *, base: float = 5.0, cap: float = 600.0) -> float:
-    """Exponential backoff with full jitter."""
-    return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))  # noqa: S311
 
 
 @waits_for_database
@@ -409,7 +408,7 @@ def retry_later(
         reason = f"{error} (gave up after {attempts} attempts)"
         finish(db, doc_id, owner=owner, status=DocStatus.dead, error=reason)
         return DocStatus.dead
-    due = utcnow() + timedelta(seconds=backoff_seconds(attempts))
+    due = utcnow() + timedelta(seconds=DOCUMENT_RETRY.delay(attempts - 1))
     with db.session() as s:
         s.execute(
             update(Document)

@@ -117,7 +117,7 @@ class Page(Base):
 class Outbox(Base):
     """An e-mail decided in the same transaction as the state that caused it.
 
-    `key` makes the decision exactly-once ("batch:<id>", "doc:<job id>"); a row with no
+    `key` makes the decision exactly-once (`importer.db.outbox_key`); a row with no
     `sent_at` is delivered by whichever worker or reaper gets to it.
     """
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from importer.backoff import Backoff, Jitter
 from importer.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 WAIT_SECONDS = 180.0
+RETRY = Backoff(base=0.2, cap=5.0, jitter=Jitter.spread)  # 0.2 s, 0.4 s, ... 5 s, give or take
 
 
 def _transient(error: DBAPIError) -> bool:
@@ -35,11 +36,13 @@ def waits_for_database(fn: Callable[P, T]) -> Callable[P, T]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         deadline = time.monotonic() + WAIT_SECONDS
-        delay = 0.2
+        failures = 0
         while True:
             try:
                 return fn(*args, **kwargs)
             except DBAPIError as e:
+                delay = RETRY.delay(failures)
+                failures += 1
                 if not _transient(e) or time.monotonic() + delay > deadline:
                     raise DatabaseUnavailable(
                         f"database unavailable for over {WAIT_SECONDS:.0f} s during "
@@ -51,7 +54,6 @@ def waits_for_database(fn: Callable[P, T]) -> Callable[P, T]:
                     str(e.orig or e).splitlines()[0],
                     delay,
                 )
-                time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
-                delay = min(delay * 2, 5.0)
+                time.sleep(delay)
 
     return wrapper

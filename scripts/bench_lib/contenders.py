@@ -22,7 +22,8 @@ from typing import TypeVar
 from bench_lib.corpus import Doc
 from bench_lib.dpi import page_dpis
 from bench_lib.procs import BenchError, clean_env, run
-from importer.gearmand import GearmandProcess, free_port
+from importer.gearman.address import free_port
+from importer.gearman.server import GearmandProcess
 
 PSM = "1"  # automatic segmentation with orientation detection, as the importer reads
 EMAIL = "bench@example.com"

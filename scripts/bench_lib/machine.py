@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from importer.gearmand import gearmand_binary
+from importer.gearman.server import gearmand_binary
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,9 @@ from bench_lib.procs import BenchError, Finished, clean_env, run
 from bench_lib.results import SectionResult, ratio_goal, row
 from bench_lib.rounds import Series, Step, alternate
 from bench_lib.treemem import PeakSampler
-from importer.gearmand import GearmandProcess, free_port
+from importer.gearman.address import free_port
+from importer.gearman.client import GearmanIO
+from importer.gearman.server import GearmandProcess
 
 IMPORTER = "importer submit"
 NAIVE = "naive loop (1 round trip + 1 commit per file)"
@@ -38,20 +39,8 @@ Measured = tuple[Finished, float | None]  # a run, and its peak RSS in MB when s
 
 def queued_jobs(gearmand: GearmandProcess) -> int:
     """Jobs gearmand holds for any function, from its admin `status` listing."""
-    with socket.create_connection(("127.0.0.1", gearmand.port), timeout=10) as sock:
-        sock.sendall(b"status\n")
-        reply = b""
-        while not (reply.endswith(b"\n.\n") or reply == b".\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    total = 0
-    for line in reply.decode().splitlines():
-        fields = line.split("\t")
-        if len(fields) == 4:
-            total += int(fields[1])
-    return total
+    with GearmanIO([gearmand.address], timeout=10) as gio:
+        return sum(function.queued for function in gio.admin_status().values())
 
 
 def run_sampled(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Finished, int]:

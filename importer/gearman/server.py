@@ -1,4 +1,4 @@
-"""Running gearmand with safe defaults: loopback, explicit retries, a queue that survives a crash.
+"""A gearmand child process with safe defaults: loopback, explicit retries, a durable queue.
 
 gearmand's own defaults are unsafe for us: it listens on every interface, retries a job
 whose worker dies forever (`--job-retries 0`), and keeps its queue in memory. Every
@@ -19,24 +19,20 @@ Two findings about gearmand 1.1.20's libsqlite3 queue shape the arguments:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import os
 import shutil
-import signal
-import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import IO, TYPE_CHECKING
+from types import TracebackType
+from typing import IO
 
 from importer.errors import GearmanUnavailable
-
-if TYPE_CHECKING:
-    from importer.config import Settings
+from importer.gearman.address import Server, format_address, free_port, port_in_use
+from importer.gearman.admin import admin_command
+from importer.gearman.connection import ServerError
 
 log = logging.getLogger(__name__)
 
@@ -105,55 +101,28 @@ def prepare_data_dir(data_dir: Path) -> None:
         db.execute("PRAGMA journal_mode=WAL")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now (for private and test gearmands)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def is_loopback(host: str) -> bool:
-    """Whether only this machine can reach an address gearmand listens on."""
-    if host == "localhost":
-        return True
+def terminate(proc: subprocess.Popen[bytes], name: str, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; returns once the process has exited."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log.warning("%s (pid %d) ignored SIGTERM for %.0f s; killing it", name, proc.pid, grace)
+        proc.kill()
+        proc.wait()
 
 
-def admin_command(host: str, port: int, command: str, timeout: float = 1.0) -> str:
-    """The one-line answer of gearmand to an admin text command, without its "OK " prefix."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(command.encode() + b"\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = sock.recv(256)
-            if not chunk:
-                raise ConnectionError("gearmand closed the connection")
-            reply += chunk
-    return reply.decode(errors="replace").strip().removeprefix("OK ").strip()
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Whether gearmand's bind would fail; gearmand itself retries for ~20 s before it says so."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _tail(path: Path, lines: int = 20) -> str:
+def tail_lines(path: Path | None, count: int) -> list[str]:
+    """The last `count` lines of a log file; none when it is missing or unreadable."""
+    if path is None:
+        return []
     try:
         text = path.read_text(errors="replace")
     except OSError:
-        return ""
-    return "\n".join(text.strip().splitlines()[-lines:])
+        return []
+    return text.strip().splitlines()[-count:]
 
 
 class GearmandProcess:
@@ -182,8 +151,7 @@ class GearmandProcess:
 
     @property
     def address(self) -> str:
-        host = f"[{self.listen}]" if ":" in self.listen else self.listen
-        return f"{host}:{self.port}"
+        return format_address(self.listen, self.port)
 
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
@@ -252,14 +220,14 @@ class GearmandProcess:
                     f"{self._log_tail()}"
                 )
             try:
-                pid = admin_command(self.listen, self.port, "getpid")
+                pid = admin_command(Server(self.listen, self.port), "getpid")[0]
                 if pid == str(self._proc.pid):
-                    return admin_command(self.listen, self.port, "version")
+                    return admin_command(Server(self.listen, self.port), "version")[0]
                 last_error = RuntimeError(
                     f"process {pid} answers on the port, not gearmand {self.pid}"
                 )
                 time.sleep(0.05)
-            except OSError as e:
+            except ServerError as e:
                 last_error = e
                 time.sleep(0.05)
         self.kill()
@@ -272,16 +240,7 @@ class GearmandProcess:
         """SIGTERM, then SIGKILL after `grace` seconds; a clean stop keeps the queue too."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "gearmand (pid %s) ignored SIGTERM for %.0f s; killing it", self.pid, grace
-                )
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc, "gearmand", grace)
         self._reap()
 
     def kill(self) -> None:
@@ -307,7 +266,7 @@ class GearmandProcess:
     def _log_tail(self) -> str:
         parts = []
         for path in (self.data_dir / LOG_FILE, self.data_dir / STDERR_FILE):
-            tail = _tail(path)
+            tail = "\n".join(tail_lines(path, 20))
             if tail:
                 parts.append(f"--- last lines of {path} ---\n{tail}")
         return "\n".join(parts) or f"(nothing in {self.data_dir / LOG_FILE})"
@@ -323,54 +282,3 @@ class GearmandProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def _forwarding(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    """Pass SIGTERM and SIGINT on to gearmand, so it shuts down (and stores state) itself."""
-
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def run_foreground(settings: Settings, listen: str, port: int) -> int:
-    """Run gearmand in the foreground until it exits (`importer gearmand` without TLS).
-
-    Returns gearmand's exit code (128 + signal number if a signal ended it).
-    """
-    binary = gearmand_binary()
-    if binary is None:
-        raise GearmanUnavailable(
-            f"gearmand is not installed ({DEFAULT_BINARY} not found): {INSTALL_FIX}"
-        )
-    if not is_loopback(listen):
-        log.warning(
-            "gearmand listens on %s without TLS: anyone who reaches port %d can read, submit "
-            "and steal jobs; listen on 127.0.0.1 or use `importer gearmand --tls`",
-            listen,
-            port,
-        )
-    data_dir = Path(settings.data_dir)
-    argv = gearmand_argv(
-        listen=listen,
-        port=port,
-        data_dir=data_dir,
-        job_retries=settings.gearmand_job_retries,
-        binary=binary,
-    )
-    prepare_data_dir(data_dir)
-    log.info("running gearmand (log: %s): %s", data_dir.resolve() / LOG_FILE, " ".join(argv))
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-    with _forwarding(proc):
-        code = proc.wait()
-    if code < 0:
-        return 128 - code
-    return code

@@ -1,4 +1,4 @@
-"""Our client side of Gearman: pipelined background submits, status by unique, admin commands.
+"""GearmanIO, our client of gearmand: pipelined background submits, status by unique, admin.
 
 Speaks the binary protocol (http://gearman.org/protocol/) on its own sockets rather than
 through pygearman's client, for two reasons measured against gearmand 1.1.20:
@@ -10,18 +10,15 @@ through pygearman's client, for two reasons measured against gearmand 1.1.20:
 - pygearman has no GET_STATUS_UNIQUE (41/42), and its connect has no timeout.
 
 Workers still use pygearman (`workers/`); TLS servers are given the same way as to pygearman
-(dicts with host, port, keyfile, certfile, ca_certs) and wrapped the same way.
+(dicts with host, port, keyfile, certfile, ca_certs) and wrapped the same way
+(`tlscontext`).
 
 Not thread-safe: give each thread its own GearmanIO.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
-import ssl
-import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -30,6 +27,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from importer.errors import GearmanUnavailable
+from importer.gearman.address import Server, host_list, parse_host
+from importer.gearman.admin import ask
+from importer.gearman.connection import (
+    ERROR,
+    JOB_CREATED,
+    STATUS_RES_UNIQUE,
+    Connection,
+    ServerError,
+    ServerTimeout,
+    pack,
+)
 from importer.states import Priority
 
 if TYPE_CHECKING:
@@ -38,7 +46,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FUNCTION = b"import"
-DEFAULT_PORT = 4730
 # Requests per round trip; their replies (~20 bytes each) stay well inside socket buffers.
 GROUP_SIZE = 500
 # gearmand 1.1.20 queues a 64-byte unique but never answers GET_STATUS_UNIQUE for it.
@@ -50,15 +57,8 @@ FIX = (
     "`importer doctor` checks the connection"
 )
 
-_REQ = b"\0REQ"
-_RES = b"\0RES"
-_HEADER = struct.Struct("!4sII")
-JOB_CREATED = 8
-ERROR = 19
 GET_STATUS_UNIQUE = 41
-STATUS_RES_UNIQUE = 42
 _SUBMIT_BG = {Priority.high: 32, Priority.normal: 18, Priority.low: 34}
-_REPLY_ARGS = {JOB_CREATED: 1, ERROR: 2, STATUS_RES_UNIQUE: 6}
 
 T = TypeVar("T")
 
@@ -112,59 +112,6 @@ class SubmitIncomplete(GearmanUnavailable):
         self.rejected = rejected
 
 
-@dataclass(frozen=True)
-class Server:
-    host: str
-    port: int
-    keyfile: str | None = None
-    certfile: str | None = None
-    ca_certs: str | None = None
-
-    @property
-    def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-    @property
-    def tls(self) -> bool:
-        return bool(self.keyfile and self.certfile and self.ca_certs)
-
-
-def parse_host(entry: str | dict[str, Any]) -> Server:
-    """A "host:port" string or a pygearman TLS dict as a Server."""
-    if isinstance(entry, dict):
-        return Server(
-            host=str(entry["host"]),
-            port=int(entry.get("port") or DEFAULT_PORT),
-            keyfile=entry.get("keyfile"),
-            certfile=entry.get("certfile"),
-            ca_certs=entry.get("ca_certs"),
-        )
-    host, sep, port = entry.rpartition(":")
-    if not sep or host.endswith(":") or (":" in host and not host.startswith("[")):
-        return Server(entry.strip("[]"), DEFAULT_PORT)
-    return Server(host.strip("[]"), int(port))
-
-
-def host_list(settings: Settings) -> list[str | dict[str, Any]]:
-    """The configured servers in the form pygearman (and GearmanIO) take."""
-    hosts: list[str | dict[str, Any]] = []
-    for host, port in settings.servers:
-        if settings.tls:
-            hosts.append(
-                {
-                    "host": host,
-                    "port": port,
-                    "keyfile": str(settings.tls_key),
-                    "certfile": str(settings.tls_cert),
-                    "ca_certs": str(settings.tls_ca),
-                }
-            )
-        else:
-            hosts.append(Server(host, port).address)
-    return hosts
-
-
 def _check_unique(unique: str) -> None:
     raw = unique.encode()
     if not raw or len(raw) > MAX_UNIQUE_BYTES or b"\0" in raw:
@@ -173,95 +120,9 @@ def _check_unique(unique: str) -> None:
         )
 
 
-def _pack(command: int, *args: bytes) -> bytes:
-    body = b"\0".join(args)
-    return _HEADER.pack(_REQ, command, len(body)) + body
-
-
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-class _ServerError(Exception):
-    """One server could not be used: refused, reset, timed out, TLS failure or protocol error."""
-
-
-class _ServerTimeout(_ServerError):
-    """The server did not answer in time: a hung server, so not worth a second connection."""
-
-
-def _failure(error: OSError) -> _ServerError:
-    if isinstance(error, TimeoutError):
-        return _ServerTimeout("timed out")
-    return _ServerError(error.strerror or str(error) or type(error).__name__)
-
-
-class _Connection:
-    """A blocking socket to one gearmand with a read buffer for binary packets and text lines."""
-
-    def __init__(self, server: Server, timeout: float) -> None:
-        self.server = server
-        try:
-            sock = socket.create_connection((server.host, server.port), timeout=timeout)
-            if server.tls:
-                context = ssl.create_default_context(cafile=server.ca_certs)
-                context.minimum_version = ssl.TLSVersion.TLSv1_2
-                context.load_cert_chain(str(server.certfile), server.keyfile)
-                sock = context.wrap_socket(sock, server_hostname=server.host)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError as e:
-            raise _failure(e) from e
-        self.sock = sock
-        self._buf = bytearray()
-        self._pos = 0
-
-    def send(self, data: bytes) -> None:
-        try:
-            self.sock.sendall(data)
-        except OSError as e:
-            raise _failure(e) from e
-
-    def _fill(self, need: int) -> None:
-        """Read until `need` unread bytes are buffered."""
-        if self._pos and self._pos >= len(self._buf) // 2:
-            del self._buf[: self._pos]
-            self._pos = 0
-        while len(self._buf) - self._pos < need:
-            try:
-                chunk = self.sock.recv(65536)
-            except OSError as e:
-                raise _failure(e) from e
-            if not chunk:
-                raise _ServerError("gearmand closed the connection")
-            self._buf += chunk
-
-    def read_packet(self) -> tuple[int, list[bytes]]:
-        self._fill(_HEADER.size)
-        magic, command, size = _HEADER.unpack_from(self._buf, self._pos)
-        if magic != _RES or command not in _REPLY_ARGS:
-            raise _ServerError(f"unexpected reply (magic {magic!r}, command {command})")
-        self._fill(_HEADER.size + size)
-        start = self._pos + _HEADER.size
-        body = bytes(self._buf[start : start + size])
-        self._pos = start + size
-        args = body.split(b"\0", _REPLY_ARGS[command] - 1)
-        if len(args) != _REPLY_ARGS[command]:
-            raise _ServerError(f"malformed reply to command {command}: {body[:80]!r}")
-        return command, args
-
-    def read_line(self) -> str:
-        while True:
-            end = self._buf.find(b"\n", self._pos)
-            if end >= 0:
-                line = bytes(self._buf[self._pos : end])
-                self._pos = end + 1
-                return line.decode(errors="replace").rstrip("\r")
-            self._fill(len(self._buf) - self._pos + 1)
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.close()
 
 
 class GearmanIO:
@@ -272,7 +133,7 @@ class GearmanIO:
             raise ValueError("no gearmand given")
         self.servers = [parse_host(host) for host in hosts]
         self.timeout = timeout
-        self._conns: dict[Server, _Connection] = {}
+        self._conns: dict[Server, Connection] = {}
         self._down_until: dict[Server, float] = {}
         self._next = 0
 
@@ -286,7 +147,7 @@ class GearmanIO:
 
     # Connections -----------------------------------------------------------------------
 
-    def _call(self, server: Server, action: Callable[[_Connection], T]) -> T:
+    def _call(self, server: Server, action: Callable[[Connection], T]) -> T:
         """Run `action` on the server's connection; a cached one that breaks is reopened once.
 
         A cached connection dies silently when gearmand restarts; every action is safe to
@@ -296,17 +157,17 @@ class GearmanIO:
         if conn is not None:
             try:
                 return action(conn)
-            except _ServerTimeout:
+            except ServerTimeout:
                 self._drop(server)
                 self._down_until[server] = time.monotonic() + RETRY_DOWN_AFTER
                 raise
-            except _ServerError as e:
+            except ServerError as e:
                 log.debug("gearmand %s: reconnecting after %s", server.address, e)
                 self._drop(server)
         try:
-            conn = self._conns[server] = _Connection(server, self.timeout)
+            conn = self._conns[server] = Connection(server, self.timeout)
             result = action(conn)
-        except _ServerError:
+        except ServerError:
             self._drop(server)
             self._down_until[server] = time.monotonic() + RETRY_DOWN_AFTER
             raise
@@ -366,7 +227,7 @@ class GearmanIO:
                 )
                 try:
                     self._call(server, submit)
-                except _ServerError as e:
+                except ServerError as e:
                     failed.add(server)
                     problems[server.address] = str(e)
                     log.warning("gearmand %s did not take jobs: %s", server.address, e)
@@ -386,7 +247,7 @@ class GearmanIO:
 
     @staticmethod
     def _submit(
-        conn: _Connection,
+        conn: Connection,
         group: Sequence[JobSpec],
         function: bytes,
         handles: dict[str, str],
@@ -395,7 +256,7 @@ class GearmanIO:
         todo = [job for job in group if job.unique not in handles]
         conn.send(
             b"".join(
-                _pack(_SUBMIT_BG[job.priority], function, job.unique.encode(), job.data)
+                pack(_SUBMIT_BG[job.priority], function, job.unique.encode(), job.data)
                 for job in todo
             )
         )
@@ -411,7 +272,7 @@ class GearmanIO:
                     "gearmand %s refused job %s: %s", conn.server.address, job.unique, args[1]
                 )
             else:
-                raise _ServerError(f"reply {command} to a submit")
+                raise ServerError(f"reply {command} to a submit")
 
     # Status ----------------------------------------------------------------------------
 
@@ -435,16 +296,14 @@ class GearmanIO:
         return merged
 
     @staticmethod
-    def _statuses(conn: _Connection, wanted: list[str], merged: dict[str, UniqueStatus]) -> None:
+    def _statuses(conn: Connection, wanted: list[str], merged: dict[str, UniqueStatus]) -> None:
         replies = []
         for group in _chunks(wanted, GROUP_SIZE):
-            conn.send(b"".join(_pack(GET_STATUS_UNIQUE, unique.encode()) for unique in group))
+            conn.send(b"".join(pack(GET_STATUS_UNIQUE, unique.encode()) for unique in group))
             for unique in group:
                 command, args = conn.read_packet()
                 if command != STATUS_RES_UNIQUE or args[0].decode(errors="replace") != unique:
-                    raise _ServerError(
-                        f"reply {command} {args[:1]!r} to GET_STATUS_UNIQUE {unique}"
-                    )
+                    raise ServerError(f"reply {command} {args[:1]!r} to GET_STATUS_UNIQUE {unique}")
                 replies.append(
                     UniqueStatus(
                         unique=unique,
@@ -458,13 +317,13 @@ class GearmanIO:
         for status in replies:  # merged only once the whole server answered
             merged[status.unique] = _merge(merged[status.unique], status)
 
-    def _each_server(self, action: Callable[[_Connection], None], what: str) -> list[str]:
+    def _each_server(self, action: Callable[[Connection], None], what: str) -> list[str]:
         """Run `action` on every server; return the failures; raise if none succeeded."""
         failures = []
         for server in self.servers:
             try:
                 self._call(server, action)
-            except _ServerError as e:
+            except ServerError as e:
                 failures.append(f"{server.address} ({e})")
         if len(failures) == len(self.servers):
             raise GearmanUnavailable(
@@ -479,9 +338,9 @@ class GearmanIO:
         health = []
         for server in self.servers:
             try:
-                version = self._call(server, lambda conn: _admin(conn, "version")[0])
+                version = self._call(server, lambda conn: ask(conn, "version")[0])
                 health.append(ServerHealth(server.address, True, version, None))
-            except _ServerError as e:
+            except ServerError as e:
                 health.append(ServerHealth(server.address, False, None, str(e)))
         return health
 
@@ -489,11 +348,11 @@ class GearmanIO:
         """Admin `status` summed over the servers: function -> queued, running, workers."""
         totals: dict[str, FunctionStatus] = {}
 
-        def collect(conn: _Connection) -> None:
-            for line in _admin(conn, "status"):
+        def collect(conn: Connection) -> None:
+            for line in ask(conn, "status"):
                 parts = line.split("\t")
                 if len(parts) != 4:
-                    raise _ServerError(f"unexpected status line {line!r}")
+                    raise ServerError(f"unexpected status line {line!r}")
                 name, queued, running, workers = parts[0], *map(int, parts[1:])
                 old = totals.get(name, FunctionStatus(name, 0, 0, 0))
                 totals[name] = FunctionStatus(
@@ -512,33 +371,13 @@ class GearmanIO:
         """
         lines: list[str] = []
 
-        def collect(conn: _Connection) -> None:
-            lines.extend(f"{conn.server.address} {line}" for line in _admin(conn, "workers"))
+        def collect(conn: Connection) -> None:
+            lines.extend(f"{conn.server.address} {line}" for line in ask(conn, "workers"))
 
         failures = self._each_server(collect, what="admin workers")
         if failures:
             log.warning("admin workers without %s", ", ".join(failures))
         return lines
-
-
-def _admin(conn: _Connection, command: str) -> list[str]:
-    """Send an admin text command; return its one "OK" line (without "OK ") or its lines up to ".".
-
-    Used for `version`, `status` and `workers` only: `version` answers one line, the
-    others a list ended by ".".
-    """
-    conn.send(command.encode() + b"\n")
-    first = conn.read_line()
-    if first.startswith("ERR "):
-        raise _ServerError(f"admin {command!r}: {first}")
-    if command == "version":
-        return [first.removeprefix("OK ").strip()]
-    lines = []
-    line = first
-    while line != ".":
-        lines.append(line)
-        line = conn.read_line()
-    return lines
 
 
 def _merge(a: UniqueStatus, b: UniqueStatus) -> UniqueStatus:

@@ -1,4 +1,4 @@
-"""Mutual TLS in front of gearmand, with stunnel.
+"""Mutual TLS in front of gearmand: stunnel before a gearmand on a private loopback port.
 
 Debian's gearmand 1.1.20 accepts `--ssl` yet speaks plain text, and even TLS builds never
 verify client certificates. So gearmand listens on a private loopback port, and stunnel
@@ -12,23 +12,21 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import IO, Any
 
 from importer.certs import CertPaths
-from importer.config import Settings
-from importer.errors import BadInput, ExitCode, GearmanUnavailable
-from importer.gearmand import GearmandProcess, free_port, port_in_use
+from importer.errors import BadInput, GearmanUnavailable
+from importer.gearman.address import format_address, free_port, parse_host, port_in_use
+from importer.gearman.admin import admin_command
+from importer.gearman.connection import ServerError
+from importer.gearman.server import GearmandProcess, tail_lines, terminate
 
 log = logging.getLogger(__name__)
 stunnel_log = logging.getLogger("importer.tools.stunnel")
@@ -75,7 +73,7 @@ def stunnel_config(
             raise BadInput(f"port {port} is not between 1 and 65535")
     return "\n".join(
         [
-            "; written by importer.tls; regenerated on every start",
+            "; written by importer.gearman.stunnel; regenerated on every start",
             "foreground = yes",
             f"pid = {values['pid_file']}",
             f"output = {values['log_file']}",
@@ -170,8 +168,7 @@ class TlsGearmand:
     @property
     def address(self) -> str:
         """Where clients connect (with TLS and a client certificate), as host:port."""
-        host = f"[{self.listen}]" if ":" in self.listen else self.listen
-        return f"{host}:{self.port}"
+        return format_address(self.listen, self.port)
 
     @property
     def dial_host(self) -> str:
@@ -241,33 +238,28 @@ class TlsGearmand:
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                version = tls_admin_command(
-                    self.dial_host, self.port, self.certs, "version", timeout=2.0
-                )
-            except ssl.SSLCertVerificationError as e:
-                self.stop()
-                raise GearmanUnavailable(
-                    f"the server certificate in {self.certs.dir} does not fit {self.dial_host} "
-                    f"({e.verify_message}), so no client could connect: recreate it with "
-                    f"`importer certs init {self.certs.dir} --host {self.dial_host} --force`"
-                ) from e
-            except ssl.SSLError as e:
-                if "ALERT" not in (e.reason or ""):
-                    last = e
-                    time.sleep(_PROBE_INTERVAL)
-                    continue
-                self.stop()
-                raise GearmanUnavailable(
-                    f"stunnel refused {self.certs.client_cert} ({e.reason}): delete client.pem "
-                    f"and client.key, then `importer certs client {self.certs.dir} client`"
-                ) from e
-            except OSError as e:  # stunnel may still be starting
-                last = e
+                version = admin_command(parse_host(self.host_entry()), "version", timeout=2.0)[0]
+            except ServerError as e:
+                cause = e.__cause__
+                if isinstance(cause, ssl.SSLCertVerificationError):
+                    self.stop()
+                    raise GearmanUnavailable(
+                        f"the server certificate in {self.certs.dir} does not fit "
+                        f"{self.dial_host} ({cause.verify_message}), so no client could connect: "
+                        f"recreate it with "
+                        f"`importer certs init {self.certs.dir} --host {self.dial_host} --force`"
+                    ) from cause
+                if isinstance(cause, ssl.SSLError) and "ALERT" in (cause.reason or ""):
+                    self.stop()
+                    raise GearmanUnavailable(
+                        f"stunnel refused {self.certs.client_cert} ({cause.reason}): delete "
+                        f"client.pem and client.key, then "
+                        f"`importer certs client {self.certs.dir} client`"
+                    ) from cause
+                last = e  # stunnel may still be starting
                 time.sleep(_PROBE_INTERVAL)
                 continue
-            log.info(
-                "gearmand %s behind mutual TLS on %s", version.removeprefix("OK "), self.address
-            )
+            log.info("gearmand %s behind mutual TLS on %s", version, self.address)
             return
         self.stop()
         raise GearmanUnavailable(
@@ -287,14 +279,7 @@ class TlsGearmand:
     def stop(self) -> None:
         """Stop stunnel first, so no client reaches a gearmand that is going away."""
         if self.stunnel is not None:
-            if self.stunnel.poll() is None:
-                self.stunnel.terminate()
-                try:
-                    self.stunnel.wait(_STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    log.warning("stunnel (pid %d) ignored SIGTERM; killing it", self.stunnel.pid)
-                    self.stunnel.kill()
-                    self.stunnel.wait()
+            terminate(self.stunnel, "stunnel", _STOP_TIMEOUT)
             if self._log_pump is not None:
                 self._log_pump.join(_STOP_TIMEOUT)
                 self._log_pump = None
@@ -306,10 +291,14 @@ class TlsGearmand:
             shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
 
+    def log_tail(self) -> str:
+        """stunnel's last log lines, on one line for an error message."""
+        return " | ".join(tail_lines(self.log_file, 5))
+
     def _check_alive(self) -> None:
         gone = self.dead()
         if gone:
-            tail = _tail(self.log_file)
+            tail = self.log_tail()
             self.stop()
             raise GearmanUnavailable(
                 f"{gone} exited while starting mutual TLS on {self.address}"
@@ -328,94 +317,6 @@ class TlsGearmand:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def client_context(certs: CertPaths, name: str = "client") -> ssl.SSLContext:
-    """The TLS settings pygearman uses, so the readiness probe proves what clients will see."""
-    context = ssl.create_default_context(cafile=str(certs.ca_cert))
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(certs.dir / f"{name}.pem"), str(certs.dir / f"{name}.key"))
-    return context
-
-
-def tls_admin_command(
-    host: str, port: int, certs: CertPaths, command: str, *, timeout: float = 5.0
-) -> str:
-    """Send one admin text command through TLS and return its first answer line."""
-    context = client_context(certs)
-    with (
-        socket.create_connection((host, port), timeout=timeout) as raw,
-        context.wrap_socket(raw, server_hostname=host) as conn,
-    ):
-        conn.sendall(command.encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = conn.recv(4096)
-            if not chunk:
-                raise ConnectionResetError(f"{host}:{port} closed the connection")
-            data += chunk
-    return data.decode(errors="replace").strip()
-
-
-def run_tls_foreground(settings: Settings, certs_dir: Path, listen: str, port: int) -> int:
-    """`importer gearmand --tls`: run gearmand and stunnel until a signal, or until one dies.
-
-    One without the other is useless (or, for gearmand on a public port, dangerous), so
-    when either exits the other is stopped too and the exit code says so.
-    """
-    server = TlsGearmand(
-        certs_dir=certs_dir,
-        data_dir=settings.data_dir,
-        listen=listen,
-        port=port,
-        job_retries=settings.gearmand_job_retries,
-    )
-    stop_signal: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop_signal.append(signum)
-
-    with _signals_handled(on_signal):
-        server.start()
-        try:
-            server.wait_ready()
-            log.info(
-                "listening on %s with mutual TLS (certificates in %s); Ctrl-C stops",
-                server.address,
-                server.certs.dir,
-            )
-            while not stop_signal:
-                gone = server.dead()
-                if gone:
-                    time.sleep(0.2)  # a signal to our group may be about to arrive too
-                    if stop_signal:
-                        break
-                    log.error("%s stopped; stopping the other: %s", gone, _tail(server.log_file))
-                    return int(ExitCode.service_unavailable)
-                time.sleep(0.2)
-            log.info(
-                "signal %s: stopping stunnel and gearmand", signal.Signals(stop_signal[0]).name
-            )
-            return int(ExitCode.ok)
-        finally:
-            server.stop()
-
-
-@contextmanager
-def _signals_handled(handler: Any) -> Iterator[None]:
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _tail(path: Path | None, lines: int = 5) -> str:
-    if path is None or not path.exists():
-        return ""
-    text = path.read_text(errors="replace").strip().splitlines()
-    return " | ".join(text[-lines:])
 
 
 # stunnel's syslog levels; a refused client is LOG3, which is the point of stunnel, not a fault.
