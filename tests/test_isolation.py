@@ -3,6 +3,7 @@ PATH records what the process that parses the PDF can do, then runs the real one
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,13 +64,8 @@ def test_a_document_child_reaches_nothing_but_its_file(
     probe = bin_dir / "pdftotext"
     real = shutil.which("pdftotext")
     data = Path(env["IMPORTER_DATA_DIR"])
-    canary = Path(tempfile.mkdtemp(prefix="importer-doc-"))  # another document's pages
-    canary.chmod(0o755)
-    listener = socket.socket(socket.AF_UNIX)  # a local service's socket, open to all
+    canary = Path(tempfile.gettempdir(), f"importer-doc-{os.getpid()}")
     socket_path = Path("/run", f"importer-test-{os.getpid()}.sock")
-    listener.bind(str(socket_path))
-    socket_path.chmod(0o777)
-    listener.listen()
     escapee = f"importer-escapee-{os.getpid()}"
     probe.write_text(
         PROBE.format(
@@ -89,18 +86,42 @@ def test_a_document_child_reaches_nothing_but_its_file(
             env=env, check=True,
         ).stdout
     )["batch_id"]  # fmt: skip
-    # Every process the child user may have, already running elsewhere (another
-    # document's fork bomb): the child still runs its programs, counted apart.
-    hogs = _processes_of("nobody", CHILD_PROCESSES)
-    segment = subprocess.run(  # another document's shared memory
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "ipcmk", "-M", "4096"],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()[-1]  # fmt: skip
-    try:
+    with _neighbours(canary, socket_path):
         worker = subprocess.run(
             [str(Path(sys.executable).parent / "importer"), "worker", "--burst"],
             env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+
+    probes = list(out.glob("probe-*.txt"))
+    assert probes, f"the child never ran pdftotext: {worker.stderr[-2000:]}"
+    left = subprocess.run(["pgrep", "-f", escapee], capture_output=True, text=True)
+    assert left.stdout == "", "a process the child started in a new session outlived it"
+    _assert_walled(dict(line.split("=", 1) for line in probes[0].read_text().split()))
+    assert not list(out.glob("planted-*")), "a module planted in the worker's cwd ran"
+    status = json.loads(importer("status", batch, "--json", env=env, check=True).stdout)
+    assert status["documents"][0]["status"] == "done"  # read through the inherited descriptor
+    assert status["documents"][0]["progress"] == [3, 3]
+
+
+@contextlib.contextmanager
+def _neighbours(canary: Path, socket_path: Path) -> Iterator[None]:
+    """What else is on the host while the child runs: another document's pages in /tmp,
+    a local service's socket in /run open to all, another document's shared memory,
+    and every process the child user may have (another document's fork bomb: the
+    child must still run its programs, counted apart)."""
+    canary.mkdir(mode=0o755)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(socket_path))
+    socket_path.chmod(0o777)
+    listener.listen()
+    drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    segment = subprocess.run(
+        [*drop, "ipcmk", "-M", "4096"], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
+    hogs = [subprocess.Popen([*drop, "sleep", "120"]) for _ in range(CHILD_PROCESSES)]
+    try:
+        yield
     finally:
         for hog in hogs:
             hog.kill()
@@ -109,13 +130,10 @@ def test_a_document_child_reaches_nothing_but_its_file(
         listener.close()
         socket_path.unlink()
         canary.rmdir()
-    assert worker.returncode == 0, worker.stderr
 
-    probes = list(out.glob("probe-*.txt"))
-    assert probes, f"the child never ran pdftotext: {worker.stderr[-2000:]}"
-    left = subprocess.run(["pgrep", "-f", escapee], capture_output=True, text=True)
-    assert left.stdout == "", "a process the child started in a new session outlived it"
-    seen = dict(line.split("=", 1) for line in probes[0].read_text().split())
+
+def _assert_walled(seen: dict[str, str]) -> None:
+    """What the probe saw from inside the child."""
     assert seen["uid"] != "0"
     assert (seen["files"], seen["processes"]) == ("256", str(CHILD_PROCESSES))
     assert seen["environ"] == "no", "the child read a worker's environment (keys)"
@@ -132,15 +150,6 @@ def test_a_document_child_reaches_nothing_but_its_file(
     # process 1 of its namespace is the Python process reading the document
     assert seen["reader_capabilities"] == "0" * 16, "the reader keeps capabilities"
     assert seen["reader_no_new_privileges"] == "1"
-    assert not list(out.glob("planted-*")), "a module planted in the worker's cwd ran"
-    status = json.loads(importer("status", batch, "--json", env=env, check=True).stdout)
-    assert status["documents"][0]["status"] == "done"  # read through the inherited descriptor
-    assert status["documents"][0]["progress"] == [3, 3]
-
-
-def _processes_of(user: str, count: int) -> list[subprocess.Popen[bytes]]:
-    drop = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups"]
-    return [subprocess.Popen([*drop, "sleep", "120"]) for _ in range(count)]
 
 
 def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(
