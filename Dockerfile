@@ -6,9 +6,7 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # Tesseract's OpenMP threads fight each other when several workers share a host.
-    OMP_THREAD_LIMIT=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # gearman-job-server: gearmand 1.1.20; stunnel4: mutual TLS in front of it;
 # tesseract-ocr(-eng) and poppler-utils: OCR and rasterizing pages.

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from importer.config import Settings, load_settings
+from importer.config import REAPER_SECONDS, Settings, load_settings
 from importer.console import SafeConsole, visible
 from importer.errors import BadInput, ExitCode, ImporterError
 from importer.states import NotifyMode, Priority, TextLayerMode
@@ -143,7 +143,7 @@ def worker(
         typer.Option(
             "--reaper-interval", min=1.0, help="Seconds between passes that requeue stale work."
         ),
-    ] = 15.0,
+    ] = REAPER_SECONDS,
     allow_any_path: Annotated[
         bool,
         typer.Option(
@@ -306,7 +306,10 @@ def doctor(
     lang: Annotated[str, typer.Option("--lang", help="Languages that must be installed.")] = "eng",
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Check tools, services, languages and exposure; exit non-zero on any problem."""
+    """Check tools, services, languages and exposure.
+
+    Exits 0 when every check passes (warnings included), 1 when a check fails or finds
+    exposure (doctor's own meaning of 1), 2 for a bad --lang or setting."""
     from importer.doctor import run_doctor
 
     raise typer.Exit(run_doctor(_settings(), lang=lang, as_json=as_json, out=out))

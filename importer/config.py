@@ -22,6 +22,9 @@ from importer.states import TextLayerMode
 
 ENV_PREFIX = "IMPORTER_"
 MIN_SECRET_BYTES = 32
+# Seconds between the reaper's passes (`importer worker --reaper-interval`): each pass requeues
+# expired leases, jobs gearmand lost, and documents due for another attempt.
+REAPER_SECONDS = 15.0
 
 
 class Settings(BaseSettings):

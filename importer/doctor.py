@@ -31,6 +31,9 @@ from workers import ocr
 from workers.tools import ToolError, ToolNotFound, run_tool
 
 OK, WARN, FAIL, EXPOSED = "ok", "warn", "fail", "exposed"
+# doctor's own exit status when a check fails or finds exposure: the tools, services and
+# files it looks at are a mix (ExitCode's 2 and 3 each name one kind), and the table says which.
+CHECK_FAILED = 1
 TOOL_SECONDS = 20.0
 POPPLER = ("pdfinfo", "pdftotext", "pdftoppm", "pdfimages")
 
@@ -192,17 +195,19 @@ def _isolation(settings: Settings) -> Check:
     except ValueError as e:
         return Check("isolation", FAIL, str(e), "set IMPORTER_CHILD_USER to an unprivileged user")
     network = isolation.network_isolation_available()
-    walls = isolation.document_walls_available(user)
+    walls, missing = isolation.available_walls(user, settings.roots)
     found = [
         "worker processes non-dumpable",
         "children: isolated interpreter, private cwd, resource limits",
         f"children run as {user.name}" if user else "children run as the worker's user",
         "no network" if network is None else f"network reachable ({network})",
-        "each its own processes, /tmp and /run, no capabilities"
-        if walls is None
-        else f"children share the host's processes, /tmp and /run ({walls})",
+        *missing,
     ]
-    if user is not None and network is None and walls is None:
+    if walls.namespaces:
+        found.append("each its own processes, /tmp, /run and IPC; the import roots hidden")
+    if walls.own_user:
+        found.append("each its own process limit, no capabilities")
+    if user is not None and network is None and not missing:
         return Check("isolation", OK, "; ".join(found))
     if user is None:
         fix = "run workers as root, so children drop to IMPORTER_CHILD_USER"
@@ -395,4 +400,4 @@ def run_doctor(settings: Settings, *, lang: str, as_json: bool, out: Console) ->
             table.add_row(c.name, Text(c.state, style=colour[c.state]), c.detail, c.fix)
         out.print(table)
     bad = {c.state for c in checks} & {FAIL, EXPOSED}
-    return 1 if bad else 0
+    return CHECK_FAILED if bad else 0

@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 class _PrivateGearmand:
     """A private gearmand started in a thread, so that it starts while we open the database.
 
-    `ready()` joins the thread: call it before forking workers (a fork must not copy a
-    running thread), and it says the same thing `run` always said once gearmand answers.
+    `GearmandProcess.start` returns once gearmand answers, so `ready()` only joins the
+    thread: call it before forking workers (a fork must not copy a running thread).
     """
 
     def __init__(self, settings: Settings, stack: ExitStack) -> None:
@@ -57,7 +57,7 @@ class _PrivateGearmand:
     def _start(self) -> None:
         try:
             self.proc.start()
-        except BaseException as e:  # raised in the main thread by ready()
+        except BaseException as e:  # noqa: BLE001 - whatever it is, ready() raises it in the caller
             self.error = e
 
     def ready(self, settings: Settings, err: Console) -> Settings:
@@ -98,6 +98,9 @@ def _roots_for(settings: Settings, paths: Sequence[str]) -> Settings:
     return settings.model_copy(update={"allowed_roots": ":".join(roots)})
 
 
+# Shorter than a worker host's REAPER_SECONDS: the reaper also sends the documents due for
+# another attempt (the first is due within 5 s), and here a person waits for the batch to end.
+RUN_REAPER_SECONDS = 5.0
 POLL_SECONDS = 0.02  # how often the end of the batch is looked for at first (one COUNT)...
 POLL_MAX_SECONDS = 0.1  # ...and after a few seconds, when a few ms more do not show
 REDRAW_SECONDS = 0.1  # how often the progress bar is brought up to date
@@ -171,7 +174,7 @@ def run_all(
             settings,
             WorkerOptions(
                 concurrency=workers,
-                reaper_interval=5.0,
+                reaper_interval=RUN_REAPER_SECONDS,
                 log_level=min(logging.getLogger().getEffectiveLevel(), logging.WARNING),
             ),
         )

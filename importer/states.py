@@ -15,10 +15,6 @@ class DocStatus(StrEnum):
     failed = "failed"  # a permanent failure with its reason (not a PDF, encrypted, ...)
     dead = "dead"  # out of attempts after transient failures
 
-    @property
-    def finished(self) -> bool:
-        return self in FINISHED
-
 
 FINISHED = frozenset({DocStatus.done, DocStatus.failed, DocStatus.dead})
 UNFINISHED = frozenset({DocStatus.queued, DocStatus.running})

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from importer import payload
 from importer.db.engine import Database
 from importer.db.lifecycle import close_batch_if_done
 from importer.db.models import Batch, Document, utcnow
-from importer.errors import BadInput, GearmanUnavailable
+from importer.errors import BadInput, GearmanUnavailable, ImporterError
 from importer.gearman.client import GROUP_SIZE, GearmanIO, JobSpec
 from importer.gearman.send import store_handles
 from importer.states import DocStatus, NotifyMode, Priority, TextLayerMode
@@ -502,6 +503,6 @@ class _Pipeline:
                 self._collect()
                 with self.db.session() as s:
                     store_handles(s, self._handles)
-            except Exception as e:  # already failing with another error: keep that one
+            except (ImporterError, SQLAlchemyError) as e:  # already failing: keep that error
                 log.warning("handles of the last group not stored: %s", e)
         self._sender.shutdown(wait=True)

@@ -99,7 +99,6 @@ def env(tmp_path: Path, gearmand) -> dict[str, str]:  # type: ignore[no-untyped-
         IMPORTER_GEARMAN_SERVERS=gearmand.address,
         IMPORTER_SECRET_KEYS="k1:" + secrets.token_hex(16),
         IMPORTER_ALLOWED_ROOTS=f"{tmp_path}{os.pathsep}{SAMPLES}",
-        OMP_THREAD_LIMIT="1",
     )
     return out
 

@@ -33,7 +33,7 @@ def test_flags_gearmand_listening_on_all_interfaces(env: dict[str, str], tmp_pat
     with exposed:
         exposed.wait_ready()
         proc = importer("doctor", "--json", env=env)
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stdout
     rows = [c for c in json.loads(proc.stdout) if c["state"] == "exposed"]
     assert any(f"0.0.0.0:{exposed.port}" in c["detail"] for c in rows), rows
     assert any("--tls" in c["fix"] for c in rows)
@@ -46,7 +46,7 @@ def test_flags_missing_language_and_readable_keys(env: dict[str, str]) -> None:
     os.chmod(keys, 0o644)
     env.pop("IMPORTER_SECRET_KEYS")
     proc = importer("doctor", "--json", "--lang", "eng+xyz", env=env)
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stdout
     found = checks(proc.stdout)
     assert "tesseract-ocr-xyz" in found["languages"]["fix"]
     assert found["key files"]["state"] == "exposed" and "chmod 600" in found["key files"]["fix"]
@@ -55,7 +55,7 @@ def test_flags_missing_language_and_readable_keys(env: dict[str, str]) -> None:
 def test_flags_plaintext_smtp_password(env: dict[str, str]) -> None:
     env["IMPORTER_MAIL_URL"] = "smtp://user:secret@mail.example.com:25"
     proc = importer("doctor", "--json", env=env)
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stdout
     assert checks(proc.stdout)["mail transport"]["state"] == "exposed"
     assert "secret" not in proc.stdout
 
@@ -112,7 +112,7 @@ def test_flags_a_rogue_worker_and_foreign_functions(env: dict[str, str]) -> None
         thread.join(5)
         ours.terminate()
         ours.wait(30)
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stdout
     assert found["workers"]["state"] == "exposed"
     assert found["workers"]["detail"].startswith("1 worker(s)"), "our own worker was flagged"
     assert "shell_exec" in found["functions"]["detail"]
@@ -172,7 +172,9 @@ def test_tls_in_front_of_a_public_port_is_not_exposure(env: dict[str, str], tmp_
 
 def test_a_failed_admin_question_is_a_warning_not_ok(env: dict[str, str]) -> None:
     env["IMPORTER_GEARMAN_SERVERS"] = f"127.0.0.1:{free_port()}"  # nothing listens there
-    found = checks(importer("doctor", "--json", env=env).stdout)
+    proc = importer("doctor", "--json", env=env)
+    assert proc.returncode == 1, proc.stdout  # doctor's own 1, not the table's 3
+    found = checks(proc.stdout)
     assert found["gearmand registrations"]["state"] == "warn"
     assert "exposure" not in found
 
@@ -187,7 +189,7 @@ def test_flags_open_data_files_and_missing_roots(env: dict[str, str], tmp_path: 
         os.chmod(path, mode)
     del env["IMPORTER_ALLOWED_ROOTS"]
     proc = importer("doctor", "--json", env=env)
-    assert proc.returncode != 0
+    assert proc.returncode == 1, proc.stdout
     rows = [c for c in json.loads(proc.stdout) if c["name"] == "data files"]
     flagged = {row["detail"].split(" is open")[0] for row in rows}
     assert flagged == {str(data), str(data / "importer.db"), str(config)}
@@ -200,12 +202,13 @@ def test_reports_the_isolation_of_document_children(env: dict[str, str]) -> None
     if os.geteuid() == 0:
         assert "children run as nobody" in found["detail"] and "no network" in found["detail"]
         # one user for the children of every worker, each in namespaces of its own
-        assert "each its own processes, /tmp and /run" in found["detail"]
+        assert "each its own processes, /tmp, /run and IPC" in found["detail"]
+        assert "each its own process limit, no capabilities" in found["detail"]
         assert found["state"] == "ok", found
     env["IMPORTER_CHILD_USER"] = "no-such-user-here"
     proc = importer("doctor", "--json", env=env)
     if os.geteuid() == 0:
-        assert proc.returncode != 0
+        assert proc.returncode == 1, proc.stdout
         found = checks(proc.stdout)["isolation"]
         assert found["state"] == "fail" and "no-such-user-here" in found["detail"]
         worker = importer("worker", "--burst", env=env)

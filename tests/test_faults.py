@@ -870,7 +870,6 @@ def hostile_batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileB
             "IMPORTER_SECRET_KEYS": "k1:" + os.urandom(16).hex(),
             "IMPORTER_ALLOWED_ROOTS": str(inbox),
             "IMPORTER_OCR_DPI": str(HOSTILE_DPI),
-            "OMP_THREAD_LIMIT": "1",
         }
         batch = submit(inbox, env)
         db = database(env)

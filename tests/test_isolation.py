@@ -35,6 +35,8 @@ PROBE = """#!/bin/bash
     && echo "network=connected" || echo "network=no"
   [ -e /proc/{test_pid} ] && echo "test_process=seen" || echo "test_process=no"
   [ -e {canary} ] && echo "other_tmp=seen" || echo "other_tmp=no"
+  head -c 5 {other_document} >/dev/null 2>&1 && echo "other_document=read" \\
+    || echo "other_document=no"
   /usr/bin/python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("{socket}")' \\
     2>/dev/null && echo "unix_socket=connected" || echo "unix_socket=no"
   echo "reader_capabilities=$(awk '/^CapEff/ {{print $2}}' /proc/1/status)"
@@ -71,6 +73,7 @@ def test_a_document_child_reaches_nothing_but_its_file(
         PROBE.format(
             marker=MARKER, data=data, out=out, real=real, test_pid=os.getpid(),
             canary=canary, socket=socket_path, escapee=escapee,
+            other_document=SAMPLES / "scanned_letter.pdf",
         )
     )  # fmt: skip
     probe.chmod(0o755)
@@ -141,6 +144,7 @@ def _assert_walled(seen: dict[str, str]) -> None:
     assert seen["network"] == "no", "the child connected to 127.0.0.1:5432"
     assert seen["test_process"] == "no", "the child sees processes beyond its own"
     assert seen["other_tmp"] == "no", "the child sees the host's /tmp"
+    assert seen["other_document"] == "no", "the child read another document in the roots"
     assert seen["unix_socket"] == "no", "the child connected to a socket in /run"
     assert seen["ipc_objects"] == "0", "the child sees System V IPC objects of others"
     # no namespaces of its own (they would grant capabilities and use up a quota that
@@ -206,3 +210,20 @@ def test_each_worker_slot_gets_its_own_user_when_the_prefix_names_some() -> None
             subprocess.run(["userdel", name], check=False)
     shared = child_user("nobody", 5)  # no nobody5: one user for every slot
     assert shared is not None and shared.name == "nobody" and shared.uid != 0
+
+
+def test_only_directories_a_document_can_do_without_are_hidden(tmp_path: Path) -> None:
+    """Import roots and the data dir are hidden from a document, unless one holds what it
+    needs to run (the system, the interpreter's environment) or its mounts cover it."""
+    from workers.isolation import hideable
+
+    inbox = tmp_path.parent / "inbox"  # pytest's directories lie under /tmp
+    venv_parent = Path(sys.prefix).parent
+    roots = ["/", "/usr/share", "/var/lib", str(venv_parent), str(tmp_path), "/no/such/dir"]
+    assert hideable([*roots, "/var/lib"]) == ("/var/lib",)
+    assert hideable([str(inbox)]) == ()
+    covered = Path(tempfile.mkdtemp(dir="/run"))  # under a document's own empty /run
+    try:
+        assert hideable([str(covered)]) == ()
+    finally:
+        covered.rmdir()

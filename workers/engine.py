@@ -23,6 +23,7 @@ code, and every line is checked against its type before the caller sees it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -141,13 +142,19 @@ MAX_DOCUMENTS = 200
 DEFAULT_CHILD_USER = "nobody"
 _server: ForkServer | None = None
 _user: tuple[ChildUser | None] | None = None  # set by configure(), else the default
+_hidden: tuple[str, ...] = ()
 
 
-def configure(*, child_user: ChildUser | None) -> None:
-    """Whom this process's document children run as (None: as this process's user)."""
-    global _user
+def configure(
+    *, child_user: ChildUser | None, hidden: Sequence[str | os.PathLike[str]] = ()
+) -> None:
+    """Whom this process's document children run as (None: as this process's user), and
+    which directories they must not see (the import roots and the data dir: every other
+    document and the database; the child reads its own file through a descriptor)."""
+    global _user, _hidden
     stop_forkserver()
     _user = (child_user,)
+    _hidden = tuple(os.fspath(path) for path in hidden)
 
 
 def _child_user() -> ChildUser | None:
@@ -180,8 +187,11 @@ def _forkserver() -> ForkServer:
         user = _child_user()
         argv = [sys.executable, "-I", "-m", __name__, "--forkserver"]  # -I: no cwd, no PYTHON*
         argv += ["--user", user.argument()] if user is not None else []
-        home = tempfile.mkdtemp(prefix="importer-forkserver-")  # its own cwd
-        _server = ForkServer(argv, _child_environment(), cwd=home)
+        argv += [f"--hide={path}" for path in _hidden]
+        # its cwd, where its children's own directories are made: it goes with the server
+        home = tempfile.mkdtemp(prefix="importer-forkserver-")
+        os.chmod(home, 0o711)
+        _server = ForkServer(argv, {**_child_environment(), "TMPDIR": home}, cwd=home)
     return _server
 
 
@@ -245,9 +255,9 @@ def _start_child(inherit: Sequence[int] = ()) -> _Child:
     return _Child(
         server,
         pid,
-        open(stdin_w, "wb", buffering=0),  # noqa: SIM115 (closed by _kill_group)
-        open(stdout_r, "rb", buffering=0),  # noqa: SIM115
-        open(stderr_r, "rb", buffering=0),  # noqa: SIM115
+        open(stdin_w, "wb", buffering=0),  # the three are closed by _kill_group
+        open(stdout_r, "rb", buffering=0),
+        open(stderr_r, "rb", buffering=0),
     )
 
 
@@ -319,9 +329,7 @@ _CHILD_ENV = (
 
 
 def _child_environment() -> dict[str, str]:
-    env = {key: os.environ[key] for key in _CHILD_ENV if key in os.environ}
-    env["OMP_THREAD_LIMIT"] = "1"
-    return env
+    return {key: os.environ[key] for key in _CHILD_ENV if key in os.environ}
 
 
 class _Watch:
@@ -519,7 +527,6 @@ def child_main() -> int:
         format="%(levelname)s %(name)s: %(message)s",
         force=True,
     )
-    os.environ["OMP_THREAD_LIMIT"] = "1"
     # Python code running past the CPU limit: as process 1 of its namespace the child
     # would ignore the signal's default action, and wait for the hard limit's SIGKILL.
     signal.signal(signal.SIGXCPU, lambda *_: os._exit(EXIT_OUT_OF_CPU))
@@ -591,14 +598,19 @@ def forkserver_main(argv: list[str]) -> int:
 
     from workers import forkserver
 
-    if argv[:1] != ["--forkserver"] or len(argv) not in (2, 4) or argv[1:2] not in ([], ["--user"]):
-        print(
-            "usage: python -m workers.engine --forkserver [--user NAME:UID:GID] FD", file=sys.stderr
-        )
+    parser = argparse.ArgumentParser(prog="python -m workers.engine --forkserver")
+    parser.add_argument("--user", type=isolation.ChildUser.parse, help="NAME:UID:GID")
+    parser.add_argument("--hide", action="append", default=[], help="a directory to hide")
+    parser.add_argument("fd", type=int, help="the control socket")
+    if argv[:1] != ["--forkserver"]:
+        parser.print_usage(sys.stderr)
         return 2
-    user = isolation.ChildUser.parse(argv[2]) if len(argv) == 4 else None
+    try:
+        args = parser.parse_args(argv[1:])
+    except SystemExit as e:
+        return 2 if e.code else 0
+    user = args.user
     # What a child may need, loaded now: after it drops to its user, the venv may be unreadable.
-    import PIL.Image  # noqa: F401
     import pypdf  # noqa: F401
 
     from workers import probe
@@ -612,15 +624,11 @@ def forkserver_main(argv: list[str]) -> int:
         print(
             f"WARNING engine fork server: document children keep the network ({e})", file=sys.stderr
         )
-    why = isolation.document_walls_available(user)
-    if why is not None:
-        print(
-            "WARNING engine fork server: document children share the host's processes,"
-            f" /tmp and /run ({why})",
-            file=sys.stderr,
-        )
+    walls, warnings = isolation.available_walls(user, args.hide)
+    for warning in warnings:
+        print(f"WARNING engine fork server: {warning}", file=sys.stderr)
     gc.freeze()  # what is imported now stays shared with every child, untouched by gc
-    return forkserver.serve(int(argv[-1]), child_main, user, walls=why is None)
+    return forkserver.serve(args.fd, child_main, user, walls)
 
 
 if __name__ == "__main__":

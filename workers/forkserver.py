@@ -53,7 +53,7 @@ from workers.forkserver_messages import (
     decode_report,
     decode_request,
 )
-from workers.isolation import ChildUser, drop_to
+from workers.isolation import ChildUser, Walls, drop_to
 from workers.wire import MalformedMessage
 
 MAX_FDS = 16  # file descriptors passed with one request
@@ -73,7 +73,8 @@ class ForkServer:
     """A running fork server, seen from the worker process that started it."""
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: str | None = None) -> None:
-        """`cwd`, a directory made for it alone, is removed once the server is gone."""
+        """`cwd`, a directory made for it alone, is removed with all it holds once the
+        server is gone."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.cwd = cwd
         try:
@@ -159,9 +160,9 @@ class ForkServer:
         self._remove_cwd()
 
     def _remove_cwd(self) -> None:
+        """Its directory, with whatever a killed server's children left in it."""
         if self.cwd is not None and self.proc.returncode is not None:
-            with contextlib.suppress(OSError):
-                os.rmdir(self.cwd)
+            shutil.rmtree(self.cwd, ignore_errors=True)
 
     def _answer(self, deadline: float) -> Report:
         """The next message that is not an exit report (those are filed in `exited`)."""
@@ -209,14 +210,18 @@ class ForkServer:
 
 
 def serve(
-    control_fd: int, target: Callable[[], int], user: ChildUser | None = None, walls: bool = True
+    control_fd: int,
+    target: Callable[[], int],
+    user: ChildUser | None = None,
+    walls: Walls | None = None,
 ) -> int:
     """The fork server's loop: fork a child running `target` per request, reap, report.
 
-    Each child gets a private temporary directory, removed when it has been reaped, and,
-    with `walls`, namespaces of its own (`isolation.enter_document_namespaces`). With
-    `user`, each child becomes that user right after the fork (the server itself keeps
-    the privileges it needs to kill and reap them)."""
+    Each child gets a private temporary directory, removed when it has been reaped, and
+    the `walls` this host allows (`workers.isolation`). With `user`, each child becomes
+    that user right after the fork (the server itself keeps the privileges it needs to
+    kill and reap them)."""
+    walls = walls or Walls()
     ctl = socket.socket(fileno=control_fd)
     children: dict[int, tuple[int, str]] = {}  # pidfd -> pid, private directory
     try:
@@ -305,7 +310,7 @@ def _fork(
     target: Callable[[], int],
     user: ChildUser | None,
     private: str,
-    walls: bool,
+    walls: Walls,
 ) -> int:
     if len(fds) < 3:
         raise ValueError(f"a fork request needs stdin, stdout and stderr, got {len(fds)} fds")
@@ -323,20 +328,22 @@ def _fork(
     try:
         _become_child(fds, parent_gone)
         tmp = os.path.join(private, "tmp")
-        if walls:  # from here on this is the document, its keeper stays outside
-            parent_gone = isolation.enter_document_namespaces(tmp)
+        if walls.namespaces:  # from here on this is the document, its keeper stays outside
+            parent_gone = isolation.enter_document_namespaces(tmp, walls.hidden)
             tmp = isolation.PRIVATE_TMP[0]
         os.chdir(tmp)
         os.environ["TMPDIR"] = tempfile.tempdir = tmp
         if user is not None:
             drop_to(user)
             isolation.die_with_parent(parent_gone)  # changing credentials cleared it
-        if walls:  # its processes, and no more: a fork bomb in a parser stops here
+        if walls.own_user:  # its processes, and no more: a fork bomb in a parser stops here
             isolation.own_user_namespace(CHILD_PROCESSES)
-        elif user is not None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (CHILD_PROCESSES,) * 2)
+        else:
+            if user is not None:
+                resource.setrlimit(resource.RLIMIT_NPROC, (CHILD_PROCESSES,) * 2)
+            isolation.give_up_privileges()
         code = target()
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - a forked child never returns into the server
         with contextlib.suppress(BaseException):
             traceback.print_exc()
     finally:

@@ -28,8 +28,9 @@ import pwd
 import resource
 import select
 import signal
+import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -38,7 +39,9 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 4, 8, 4096, 16384, 1 << 18
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+_MS_HIDE = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 _PR_SET_NO_NEW_PRIVS = 38
@@ -71,6 +74,46 @@ class ChildUser:
     def parse(cls, text: str) -> ChildUser:
         name, uid, gid = text.rsplit(":", 2)
         return cls(name, int(uid), int(gid))
+
+
+@dataclass(frozen=True)
+class Walls:
+    """What each document child gets, as far as this host allows.
+
+    `namespaces`: PID, mount and IPC namespaces of its own (`enter_document_namespaces`);
+    `own_user`: a user namespace of its own (`own_user_namespace`); `hidden`: directories
+    covered, inside its mount namespace, by an empty read-only directory (the import
+    roots, where every other document lies, and the data dir)."""
+
+    namespaces: bool = True
+    own_user: bool = True
+    hidden: tuple[str, ...] = ()
+
+
+ESSENTIAL = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/proc", "/dev")
+
+
+def hideable(paths: Iterable[str | os.PathLike[str]]) -> tuple[str, ...]:
+    """The directories among `paths` that a document may be kept from: not those its
+    own mounts cover already (under /tmp, /run, ...), nor any that holds what it needs
+    (the system, the interpreter, Tesseract's data, the fork server's directory)."""
+    needed = [*ESSENTIAL, sys.prefix, sys.base_prefix, os.environ.get("TESSDATA_PREFIX", "/usr")]
+    needed.append(tempfile.gettempdir())  # where the documents' own directories are made
+    needed = [os.path.realpath(path) for path in needed]
+    covered = [os.path.realpath(path) for path in (*PRIVATE_TMP, *EMPTY_DIRS)]
+    found: list[str] = []
+    for path in map(os.path.realpath, paths):
+        if not os.path.isdir(path) or path in found:
+            continue
+        if any(_within(path, c) for c in covered):
+            continue
+        if not any(_within(n, path) or _within(path, n) for n in needed):
+            found.append(path)
+    return tuple(found)
+
+
+def _within(path: str, directory: str) -> bool:
+    return os.path.commonpath([path, directory]) == directory
 
 
 def child_user(name: str, slot: int | None = None) -> ChildUser | None:
@@ -122,7 +165,7 @@ def enter_private_network() -> None:
         f.write(f"{gid} {gid} 1")
 
 
-def enter_document_namespaces(private_tmp: str) -> Callable[[], bool]:
+def enter_document_namespaces(private_tmp: str, hidden: Sequence[str] = ()) -> Callable[[], bool]:
     """Walls around one document, entered by its freshly forked child (as root, or with
     the capabilities of the fork server's user namespace), before it drops privileges.
 
@@ -142,6 +185,8 @@ def enter_document_namespaces(private_tmp: str) -> Callable[[], bool]:
     for path in EMPTY_DIRS:
         if os.path.isdir(path):
             _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=1m")
+    for path in hidden:  # its own file stays open: it came as a descriptor
+        _mount("tmpfs", path, "tmpfs", _MS_HIDE, "size=4k,mode=555")
     lifeline, keeper_end = os.pipe()
     pid = os.fork()
     if pid:
@@ -262,9 +307,9 @@ def network_isolation_available() -> str | None:
 
 
 def document_walls_available(user: ChildUser | None) -> str | None:
-    """None if a document child here can get its own namespaces (as the fork server
-    makes them, after its network namespace) and, as `user`, its own user namespace;
-    else why not. Tried in a short-lived child."""
+    """None if a document child here can get its own PID, mount and IPC namespaces (as
+    the fork server makes them, after its network namespace), else why not. Tried in a
+    short-lived child."""
 
     def walls() -> None:
         with contextlib.suppress(OSError):
@@ -272,10 +317,46 @@ def document_walls_available(user: ChildUser | None) -> str | None:
         enter_document_namespaces(tmp)
         if user is not None:
             drop_to(user)
-        own_user_namespace(processes=8)
 
     with tempfile.TemporaryDirectory(prefix="importer-walls-") as tmp:
         return _tried(walls)
+
+
+def own_user_available(user: ChildUser | None) -> str | None:
+    """None if a document child here, as `user`, can enter a user namespace of its own
+    (an unprivileged one: a host may forbid those), else why not."""
+
+    def own() -> None:
+        with contextlib.suppress(OSError):
+            enter_private_network()
+        if user is not None:
+            drop_to(user)
+        own_user_namespace(processes=8)
+
+    return _tried(own)
+
+
+def available_walls(
+    user: ChildUser | None, hidden: Iterable[str | os.PathLike[str]]
+) -> tuple[Walls, list[str]]:
+    """The walls this host allows for `user`'s documents, and a warning for each one it
+    does not."""
+    namespaces, own_user = document_walls_available(user), own_user_available(user)
+    warnings = []
+    if namespaces is not None:
+        warnings.append(
+            "document children share the host's processes, /tmp, /run and System V IPC, and"
+            f" can read other documents' files and descriptors of the same user ({namespaces})"
+        )
+    if own_user is not None:
+        warnings.append(
+            "document children of one user share one process limit and may make namespaces"
+            f" ({own_user})"
+        )
+    walls = Walls(
+        namespaces is None, own_user is None, hideable(hidden) if namespaces is None else ()
+    )
+    return walls, warnings
 
 
 def _tried(attempt: Callable[[], None]) -> str | None:

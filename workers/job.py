@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
 
 
-class StopNow(BaseException):  # noqa: N818
+class StopNow(BaseException):
     """Raised by the second SIGTERM/SIGINT: stop mid-page, hand the document back."""
 
 

@@ -198,7 +198,3 @@ def install_signal_handlers(stop: threading.Event, busy: threading.Event) -> Non
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-
-def sleep_until(deadline: float, stop: threading.Event) -> None:
-    stop.wait(max(0.0, deadline - time.monotonic()))

@@ -35,14 +35,15 @@ class OcrResult:
 
 def list_languages(*, timeout: float) -> frozenset[str]:
     """The traineddata Tesseract finds (`eng`, `osd`, `script/Latin`, ...)."""
-    out = run_tool([TESSERACT, "--list-langs"], timeout=timeout)
+    out = run_tool([TESSERACT, "--list-langs"], timeout=timeout, env=tesseract_environment())
     listing = (out.stdout or out.stderr).decode("utf-8", "replace").splitlines()
     return frozenset(line.strip() for line in listing[1:] if line.strip())  # after "List of"
 
 
 def tesseract_environment() -> dict[str, str]:
-    """This process's environment with one OpenMP thread: Tesseract's threads collapse
-    throughput when several workers share the cores (210 s against 44 s measured)."""
+    """This process's environment with one OpenMP thread, the one place the limit is set:
+    Tesseract's threads collapse throughput when several workers share the cores (210 s
+    against 44 s measured)."""
     return {**os.environ, "OMP_THREAD_LIMIT": "1"}
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from importer.backoff import Backoff
-from importer.config import Settings
+from importer.config import REAPER_SECONDS, Settings
 from importer.db.engine import open_database
 from importer.errors import ConfigError, ImporterError
 from importer.gearman.address import host_list
@@ -46,7 +46,7 @@ class WorkerOptions:
     concurrency: int = 1
     burst: bool = False
     max_jobs: int | None = None
-    reaper_interval: float = 15.0
+    reaper_interval: float = REAPER_SECONDS
     log_level: int = logging.INFO
 
 
@@ -57,10 +57,12 @@ def _child_main(settings_data: dict[str, Any], opts: WorkerOptions, slot: int = 
         force=True,  # a forked child inherits the parent's handlers and level
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
     isolation.make_non_dumpable()  # its environment and memory hold keys and passwords
     settings = Settings(**settings_data)
-    engine.configure(child_user=isolation.child_user(settings.child_user, slot))
+    engine.configure(
+        child_user=isolation.child_user(settings.child_user, slot),
+        hidden=[*settings.roots, settings.data_dir.resolve()],
+    )
     engine.start_forkserver()  # it imports the reader while we connect
     stop = threading.Event()
     busy = threading.Event()
@@ -103,7 +105,6 @@ class Supervisor:
         self.restart_at: dict[int, float] = {}
         self.deaths: dict[int, int] = {}  # slot -> its worker's deaths in a row
         self.stopping = threading.Event()
-        self.restarts = 0
         try:  # a user that does not exist is the operator's to fix, before any child starts
             isolation.child_user(settings.child_user)
         except ValueError as e:
@@ -167,7 +168,6 @@ class Supervisor:
             if slot in self.restart_at:
                 if now >= self.restart_at[slot]:
                     del self.restart_at[slot]
-                    self.restarts += 1
                     self._start(slot)
                 continue
             if proc.exitcode == 0 and (self.opts.burst or self.opts.max_jobs):

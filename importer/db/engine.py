@@ -190,10 +190,6 @@ class Database:
                     conn.execute(text("SELECT pg_advisory_unlock(740301)"))
                     conn.commit()
 
-    def dispose(self) -> None:
-        """Drop pooled connections; called in a child after fork."""
-        self.engine.dispose(close=False)
-
 
 def _first_line(error: Exception) -> str:
     orig = getattr(error, "orig", None) or error
