@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     child_memory_mb: int = Field(default=4096, gt=0)
     child_cpu_seconds: int = Field(default=3600, gt=0)
     max_attempts: int = Field(default=3, gt=0)
-    lease_seconds: int = Field(default=300, gt=0)
+    lease_seconds: int = Field(default=60, gt=0)  # renewed every quarter of it
     gearmand_job_retries: int = Field(default=3, gt=0)
     ocr_dpi: int = Field(default=300, ge=72, le=600)
     text_layer: TextLayerMode = TextLayerMode.auto  # the default of submit/run --text-layer

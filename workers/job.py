@@ -26,6 +26,7 @@ from importer.states import DocStatus, JobOutcome
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
 from workers.opening import Refused, open_confined
+from workers.owner import dead_here
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class StopNow(BaseException):
 
 
 PAGE_FLUSH_SECONDS = 1.0
+RENEWALS_PER_LEASE = 4  # a 60 s lease is renewed every 15 s: three renewals may fail
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -58,7 +60,7 @@ class JobContext:
 
     db: Database
     settings: Settings
-    owner: str  # host:pid, recorded as the lease owner
+    owner: str  # workers.owner.Owner, recorded as the lease owner
 
     def __post_init__(self) -> None:
         self.keyring = self.settings.keyring()
@@ -116,6 +118,7 @@ def handle(
         email=job.email,
         owner=ctx.owner,
         lease_seconds=ctx.settings.lease_seconds,
+        dead=dead_here,  # gearmand handing back the job of a worker killed on this host
     )
     if isinstance(claimed, lifecycle.ClaimRefusal):
         if claimed in lifecycle.FORGERY:
@@ -171,7 +174,7 @@ class LeaseKeeper:
     def _run(self) -> None:
         lease = self.ctx.settings.lease_seconds
         while True:
-            self._wake.wait(max(0.5, lease / 3))
+            self._wake.wait(max(0.5, lease / RENEWALS_PER_LEASE))
             current = self._current
             if current is None or time.monotonic() >= current[1]:
                 continue

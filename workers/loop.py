@@ -8,9 +8,7 @@ and a forged job must not loop. The database holds the truth.
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from importer.backoff import Backoff
 from importer.gearman.client import FUNCTION
 from importer.payload import worker_id
 from workers.job import JobContext, StopNow, handle
+from workers.owner import Owner
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +133,7 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
 
 
 def owner_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return Owner.current().encode()
 
 
 def work(

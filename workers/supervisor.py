@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from importer.backoff import Backoff
 from importer.config import REAPER_SECONDS, Settings
+from importer.db import lifecycle
 from importer.db.engine import open_database
 from importer.errors import ConfigError, ImporterError
 from importer.gearman.address import host_list
@@ -32,6 +33,7 @@ from importer.requeue import requeue_stale
 from workers import engine, isolation
 from workers.job import JobContext, StopNow
 from workers.loop import install_signal_handlers, owner_name, work
+from workers.owner import Owner
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,7 @@ class Supervisor:
         self.started_at: dict[int, float] = {}
         self.restart_at: dict[int, float] = {}
         self.deaths: dict[int, int] = {}  # slot -> its worker's deaths in a row
+        self.owners: dict[int, str] = {}  # slot -> its worker as a lease names it
         self.stopping = threading.Event()
         try:  # a user that does not exist is the operator's to fix, before any child starts
             isolation.child_user(settings.child_user)
@@ -122,6 +125,8 @@ class Supervisor:
         proc.start()
         self.children[slot] = proc
         self.started_at[slot] = time.monotonic()
+        assert proc.pid is not None
+        self.owners[slot] = Owner.of(proc.pid).encode()  # what its leases will name
 
     def start(self) -> None:
         isolation.make_non_dumpable()
@@ -159,8 +164,9 @@ class Supervisor:
             # the database is down or restarting: the next pass tries again
             log.warning("reaper pass skipped: database error: %s", str(e).splitlines()[0])
 
-    def check_children(self) -> None:
-        """Restart dead workers, each after its own backoff, without holding up the others."""
+    def check_children(self, db: Any, gio: GearmanIO | None) -> None:
+        """Restart dead workers, each after its own backoff, without holding up the others;
+        the documents a dead one held go to the others at once."""
         now = time.monotonic()
         for slot, proc in list(self.children.items()):
             if proc.is_alive():
@@ -170,6 +176,7 @@ class Supervisor:
                     del self.restart_at[slot]
                     self._start(slot)
                 continue
+            self.hand_on(slot, db, gio)
             if proc.exitcode == 0 and (self.opts.burst or self.opts.max_jobs):
                 del self.children[slot]
                 continue
@@ -180,6 +187,21 @@ class Supervisor:
             log.warning("worker-%d exited with %s; restarting in %.1f s", slot, proc.exitcode, wait)
             self.restart_at[slot] = now + wait
             self.deaths[slot] = deaths + 1
+
+    def hand_on(self, slot: int, db: Any, gio: GearmanIO | None) -> None:
+        """A worker process has died: end its leases now and run a reaper pass, which sends
+        its documents to gearmand again (or declares one dead after its last attempt)."""
+        owner = self.owners.pop(slot, None)
+        if owner is None:
+            return
+        try:
+            held = lifecycle.expire_leases_of(db, owner)
+        except (ImporterError, SQLAlchemyError) as e:
+            log.warning("documents of a dead worker wait for their leases: %s", e)
+            return
+        if held:
+            log.warning("worker-%d died holding %d document(s): handing them on", slot, held)
+            self.reap_once(db, gio)
 
     def run(self) -> int:
         """Supervise until stopped, or (burst / max-jobs) until every child has exited cleanly."""
@@ -194,7 +216,7 @@ class Supervisor:
                 if time.monotonic() >= next_reap:
                     self.reap_once(db, gio)
                     next_reap = time.monotonic() + self.opts.reaper_interval
-                self.check_children()
+                self.check_children(db, gio)
                 if not self.children:
                     return 0
                 self.stopping.wait(0.5)

@@ -6,7 +6,7 @@ a replayed job or a reaper on another host can never both win the same step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -77,8 +77,13 @@ def claim(
     owner: str,
     lease_seconds: int,
     now: datetime | None = None,
+    dead: Callable[[str], bool] = lambda _owner: False,
 ) -> Claimed | ClaimRefusal:
-    """Take the document for this job, if the payload matches what the database recorded."""
+    """Take the document for this job, if the payload matches what the database recorded.
+
+    A lease that has not run out is respected unless `dead(lease_owner)` says its owner
+    has certainly died (a worker killed on the claimant's own host): then the document is
+    taken over at once, and the attempt it died in counts."""
     now = now or utcnow()
     with db.session(immediate=True) as s:
         row = s.execute(
@@ -102,7 +107,12 @@ def claim(
             return Claimed(
                 doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages, text_layer, doc.size
             )
-        if doc.status == DocStatus.running and doc.lease_expires_at and doc.lease_expires_at > now:
+        if (
+            doc.status == DocStatus.running
+            and doc.lease_expires_at
+            and doc.lease_expires_at > now
+            and not (doc.lease_owner and dead(doc.lease_owner))
+        ):
             return ClaimRefusal.leased
         if doc.next_attempt_at and doc.next_attempt_at > now:
             return ClaimRefusal.not_due
@@ -440,6 +450,19 @@ def release(db: Database, doc_id: int, *, owner: str) -> None:
                 enqueued_at=None,
             )
         )
+
+
+@waits_for_database
+def expire_leases_of(db: Database, owner: str) -> int:
+    """End at once the leases of a worker process its supervisor saw die, so that the
+    next reaper pass (run right away) hands its documents on; returns how many."""
+    with db.session() as s:
+        result = s.execute(
+            update(Document)
+            .where(Document.status == DocStatus.running, Document.lease_owner == owner)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 @waits_for_database

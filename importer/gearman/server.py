@@ -52,6 +52,14 @@ def gearmand_binary() -> str | None:
     return DEFAULT_BINARY if os.access(DEFAULT_BINARY, os.X_OK) else None
 
 
+# A worker host that vanishes leaves a connection that nothing closes: TCP keepalive makes
+# gearmand (or stunnel in front of it) see it dead within IDLE + COUNT * INTERVAL = 60 s
+# of its last packet and hand the job on, inside the 90 s a cut-off host may cost.
+KEEPALIVE_IDLE = 30
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
+
+
 def gearmand_argv(
     *,
     listen: str,
@@ -79,6 +87,10 @@ def gearmand_argv(
         str(job_retries),
         "--threads",
         str(threads),
+        "--keepalive",
+        f"--keepalive-idle={KEEPALIVE_IDLE}",
+        f"--keepalive-interval={KEEPALIVE_INTERVAL}",
+        f"--keepalive-count={KEEPALIVE_COUNT}",
         "-q",
         "libsqlite3",
         f"--libsqlite3-db={data_dir / QUEUE_DB}",

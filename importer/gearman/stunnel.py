@@ -26,7 +26,14 @@ from importer.errors import BadInput, GearmanUnavailable
 from importer.gearman.address import format_address, free_port, parse_host, port_in_use
 from importer.gearman.admin import admin_command
 from importer.gearman.connection import ServerError
-from importer.gearman.server import GearmandProcess, tail_lines, terminate
+from importer.gearman.server import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE,
+    KEEPALIVE_INTERVAL,
+    GearmandProcess,
+    tail_lines,
+    terminate,
+)
 
 log = logging.getLogger(__name__)
 stunnel_log = logging.getLogger("importer.tools.stunnel")
@@ -92,6 +99,10 @@ def stunnel_config(
             "sslVersionMin = TLSv1.2",
             "TIMEOUTclose = 0",
             "sessionResume = no",
+            "socket = a:SO_KEEPALIVE=1",  # a vanished worker host's connection is closed
+            f"socket = a:TCP_KEEPIDLE={KEEPALIVE_IDLE}",
+            f"socket = a:TCP_KEEPINTVL={KEEPALIVE_INTERVAL}",
+            f"socket = a:TCP_KEEPCNT={KEEPALIVE_COUNT}",
             "",
         ]
     )
