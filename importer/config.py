@@ -23,8 +23,9 @@ from importer.states import TextLayerMode
 ENV_PREFIX = "IMPORTER_"
 MIN_SECRET_BYTES = 32
 # Seconds between the reaper's passes (`importer worker --reaper-interval`): each pass requeues
-# expired leases, jobs gearmand lost, and documents due for another attempt.
-REAPER_SECONDS = 15.0
+# expired leases, jobs gearmand lost, and documents due for another attempt. A cut-off
+# host's document runs again within a lease (60 s) and one interval: inside 90 s.
+REAPER_SECONDS = 10.0
 
 
 class Settings(BaseSettings):
