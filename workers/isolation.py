@@ -155,14 +155,7 @@ def enter_private_network() -> None:
     if os.geteuid() == 0:
         _unshare(CLONE_NEWNET)
         return
-    uid, gid = os.getuid(), os.getgid()
-    _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
+    _unshare_user(CLONE_NEWNET)
 
 
 def enter_document_namespaces(private_tmp: str, hidden: Sequence[str] = ()) -> Callable[[], bool]:
@@ -235,16 +228,9 @@ def own_user_namespace(processes: int) -> None:
     user per namespace); in it, no namespace may be made (the user's quota of them, shared
     with every other document, stays out of reach, and so do the capabilities a nested
     one would grant) and a few inotify instances at most; then `give_up_privileges`."""
-    uid, gid = os.getuid(), os.getgid()
-    _unshare(CLONE_NEWUSER)
     _set_dumpable(True)  # a process that changed user may not write its own maps otherwise
     try:
-        with open("/proc/self/setgroups", "w") as f:
-            f.write("deny")
-        with open("/proc/self/uid_map", "w") as f:
-            f.write(f"{uid} {uid} 1")
-        with open("/proc/self/gid_map", "w") as f:
-            f.write(f"{gid} {gid} 1")
+        _unshare_user()
     finally:
         _set_dumpable(False)
     for name, value in NAMESPACE_LIMITS.items():  # this namespace's own, while we may
@@ -260,6 +246,19 @@ def give_up_privileges() -> None:
     if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     _capset_none()
+
+
+def _unshare_user(flags: int = 0) -> None:
+    """Enter a new user namespace (and the namespaces in `flags`) that maps this process's
+    own user and group to themselves, and nothing else."""
+    uid, gid = os.getuid(), os.getgid()
+    _unshare(CLONE_NEWUSER | flags)
+    with open("/proc/self/setgroups", "w") as f:
+        f.write("deny")
+    with open("/proc/self/uid_map", "w") as f:
+        f.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as f:
+        f.write(f"{gid} {gid} 1")
 
 
 def _capset_none() -> None:
