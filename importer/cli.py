@@ -47,6 +47,14 @@ Notify = Annotated[
     NotifyMode, typer.Option("--notify", help="One e-mail per batch, per document, or none.")
 ]
 Force = Annotated[bool, typer.Option("--force", help="Import again files already imported.")]
+Inline = Annotated[
+    bool,
+    typer.Option(
+        "--inline",
+        help="Send each file's bytes inside its job, for workers that cannot see this disk"
+        " (files up to IMPORTER_MAX_INLINE_MB; submit stays until the batch has finished).",
+    ),
+]
 TextLayer = Annotated[
     TextLayerMode | None,
     typer.Option(
@@ -99,6 +107,7 @@ def submit(
     notify: Notify = NotifyMode.batch,
     text_layer: TextLayer = None,
     force: Force = False,
+    inline: Inline = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be submitted.")
     ] = False,
@@ -121,6 +130,7 @@ def submit(
         notify=notify,
         text_layer=text_layer,
         force=force,
+        inline=inline,
         dry_run=dry_run,
         as_json=as_json,
         out=out,
@@ -192,6 +202,7 @@ def run(
     notify: Notify = NotifyMode.batch,
     text_layer: TextLayer = None,
     force: Force = False,
+    inline: Inline = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final status as JSON.")
     ] = False,
@@ -209,6 +220,7 @@ def run(
             notify=notify,
             text_layer=text_layer,
             force=force,
+            inline=inline,
             as_json=as_json,
             out=out,
             err=err,
@@ -223,13 +235,24 @@ def status(
     watch: Annotated[
         bool, typer.Option("--watch", help="Refresh every 2 s until finished.")
     ] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="With a BATCH: show its first N documents (1,000)."),
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="With a BATCH: show every one of its documents.")
+    ] = False,
 ) -> None:
     """How far batches (or one batch's documents) have got."""
     from importer.commands import show_status
+    from importer.status import DOCUMENTS_LIMIT
 
+    if every and limit is not None:
+        raise BadInput("--limit and --all exclude each other: give one of them")
     settings = _settings()
+    shown = None if every else limit or DOCUMENTS_LIMIT
     while True:
-        finished = show_status(settings, batch, as_json=as_json, out=out, clear=watch)
+        finished = show_status(settings, batch, as_json=as_json, out=out, clear=watch, limit=shown)
         if not watch or finished:
             break
         time.sleep(2)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from collections.abc import Sequence
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -20,7 +21,7 @@ from importer.languages import check_lang
 from importer.notify import validate_address
 from importer.requeue import requeue_stale, retry_batch
 from importer.states import NotifyMode, Priority, TextLayerMode
-from importer.status import documents, overview
+from importer.status import DOCUMENTS_LIMIT, overview, with_documents
 from importer.submit import SubmitOptions, SubmitResult, resolve_args, submit
 
 
@@ -57,6 +58,7 @@ def do_submit(
     out: Console,
     err: Console,
     text_layer: TextLayerMode | None = None,
+    inline: bool = False,
 ) -> int:
     opts = SubmitOptions(
         email=validate_address(email),
@@ -69,6 +71,7 @@ def do_submit(
         text_layer=text_layer or settings.text_layer,
         force=force,
         dry_run=dry_run,
+        **inline_options(settings, inline),
     )
     resolve_args(paths, settings.roots)
     db = open_database(settings.resolved_database_url)
@@ -83,12 +86,21 @@ def do_submit(
         if gio is not None:
             gio.close()
     print_submit_result(result, opts, as_json=as_json, out=out)
-    if result.submitted == 0 and result.not_pdf == 0 and result.skipped == 0:
+    if result.submitted == 0 and result.not_pdf == result.too_large == result.skipped == 0:
         raise BadInput(
             f"no PDF found in {', '.join(paths)} ({result.ignored} other files ignored): "
             "check the path, or --include/--exclude"
         )
     return int(ExitCode.ok)
+
+
+def inline_options(settings: Settings, inline: bool) -> dict[str, Any]:
+    """SubmitOptions' inline fields (`submit/run --inline`) from the settings."""
+    return {
+        "inline": inline,
+        "max_inline_mb": settings.max_inline_mb,
+        "inline_in_flight_mb": settings.inline_in_flight_mb,
+    }
 
 
 def submit_with_progress(
@@ -143,25 +155,38 @@ def print_submit_result(
             (result.batch_id or "", "bold"),
             f": {result.submitted} documents queued, {result.skipped} skipped (already"
             f" imported), {result.not_pdf} not PDFs (recorded as failed), {result.ignored}"
-            f" other files ignored\nfollow it with: importer status {result.batch_id or ''}",
+            f" other files ignored",
+            f", {result.too_large} over IMPORTER_MAX_INLINE_MB (recorded as failed)"
+            if result.too_large
+            else "",
+            f"\nfollow it with: importer status {result.batch_id or ''}",
         )
     )
 
 
 def show_status(
-    settings: Settings, batch: str | None, *, as_json: bool, out: Console, clear: bool = False
+    settings: Settings,
+    batch: str | None,
+    *,
+    as_json: bool,
+    out: Console,
+    clear: bool = False,
+    limit: int | None = DOCUMENTS_LIMIT,
 ) -> bool:
-    """Print status once; returns whether everything shown has finished."""
+    """Print status once, a batch's first `limit` documents (None: all); returns whether
+    everything shown has finished."""
     db = open_database(settings.resolved_database_url)
     report = overview(db, batch)
     if batch:
         gio = GearmanIO.from_settings(settings)
         try:
-            report = dataclasses.replace(report, documents=documents(db, batch, gio))
+            report = with_documents(db, report, gio, limit=limit)
         finally:
             gio.close()
     if as_json:
-        out.print_json(data=report.to_json())
+        # json.dumps, not Rich's print_json, which takes seconds over a thousand documents;
+        # ASCII only, so no control character of a file name reaches the terminal
+        out.file.write(json.dumps(report.to_json(), indent=2, ensure_ascii=True) + "\n")
         return report.finished
     if clear:
         out.clear()
@@ -192,6 +217,8 @@ def show_status(
                 d.path, d.job_id, d.status.value, f"{num}/{den}" if den else "", d.error or ""
             )
         out.print(docs)
+        if report.documents_unlisted:
+            out.print(f"… and {report.documents_unlisted:,} more; --all for every one")
     if report.rejected_jobs:
         out.print(
             f"{report.rejected_jobs} forged or invalid jobs rejected by workers", style="yellow"
@@ -204,7 +231,9 @@ def do_retry(settings: Settings, batch: str) -> int:
     overview(db, batch)  # a clear error for an unknown batch
     gio = GearmanIO.from_settings(settings)
     try:
-        return retry_batch(db, gio, settings.keyring(), batch)
+        return retry_batch(
+            db, gio, settings.keyring(), batch, inline_cap_bytes=settings.inline_in_flight_mb << 20
+        )
     finally:
         gio.close()
 
@@ -213,7 +242,13 @@ def do_requeue(settings: Settings) -> str:
     db = open_database(settings.resolved_database_url)
     gio = GearmanIO.from_settings(settings)
     try:
-        r = requeue_stale(db, gio, settings.keyring(), max_attempts=settings.max_attempts)
+        r = requeue_stale(
+            db,
+            gio,
+            settings.keyring(),
+            max_attempts=settings.max_attempts,
+            inline_cap_bytes=settings.inline_in_flight_mb << 20,
+        )
     finally:
         gio.close()
     return (

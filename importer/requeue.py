@@ -14,12 +14,13 @@ from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 
-from importer import payload
+from importer import inline, payload
 from importer.db.engine import Database
 from importer.db.lifecycle import finish, stale_documents
 from importer.db.models import Batch, Document, utcnow
 from importer.gearman.client import GearmanIO
 from importer.gearman.send import send
+from importer.inline_sender import serve
 from importer.states import DocStatus
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,17 @@ class RequeueReport:
 
 
 def _mark_for_enqueue(db: Database, doc_ids: Sequence[int]) -> list[int]:
+    """The documents this call marked enqueued, each only if still due: one guarded UPDATE
+    for them all (a pass's thousand took seconds one by one), in the order given."""
+    if not doc_ids:
+        return []
     now = utcnow()
-    won = []
     with db.session() as s:
-        for doc_id in doc_ids:
-            result = s.execute(
+        won = set(
+            s.scalars(
                 update(Document)
                 .where(
-                    Document.id == doc_id,
+                    Document.id.in_(doc_ids),
                     or_(
                         and_(Document.status == DocStatus.queued, Document.enqueued_at.is_(None)),
                         and_(Document.status == DocStatus.running, Document.lease_expires_at < now),
@@ -59,10 +63,11 @@ def _mark_for_enqueue(db: Database, doc_ids: Sequence[int]) -> list[int]:
                     lease_owner=None,
                     lease_expires_at=None,
                 )
+                .returning(Document.id),
+                execution_options={"synchronize_session": False},
             )
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                won.append(doc_id)
-    return won
+        )
+    return [doc_id for doc_id in doc_ids if doc_id in won]
 
 
 def _lost_by_gearmand(db: Database, gio: GearmanIO) -> list[int]:
@@ -96,9 +101,14 @@ def _lost_by_gearmand(db: Database, gio: GearmanIO) -> list[int]:
 
 
 def requeue_stale(
-    db: Database, gio: GearmanIO, keyring: payload.Keyring, *, max_attempts: int = 3
+    db: Database,
+    gio: GearmanIO,
+    keyring: payload.Keyring,
+    *,
+    max_attempts: int = 3,
+    inline_cap_bytes: int = inline.IN_FLIGHT_BYTES,
 ) -> RequeueReport:
-    """One pass of the reaper."""
+    """One pass of the reaper (inline documents only within the cap: `importer.inline`)."""
     report = RequeueReport()
     report.lost_by_gearmand = len(_lost_by_gearmand(db, gio))
     candidates = stale_documents(db)
@@ -122,18 +132,29 @@ def requeue_stale(
             error=f"the worker processing it died on each of {attempts} attempts",
         ):
             report.dead += 1
-    won = _mark_for_enqueue(
-        db, [c for c in candidates if c not in expired or expired[c] < max_attempts]
-    )
+    live = [c for c in candidates if c not in expired or expired[c] < max_attempts]
+    won = _mark_for_enqueue(db, inline.reaper_share(db, live, expired, inline_cap_bytes))
     if won:
         report.enqueued = send(db, gio, won, keyring)
         log.info("requeued %d documents (%s)", report.enqueued, report)
     return report
 
 
-def retry_batch(db: Database, gio: GearmanIO, keyring: payload.Keyring, batch_id: str) -> int:
-    """Give a batch's failed and dead documents a fresh set of attempts."""
+def retry_batch(
+    db: Database,
+    gio: GearmanIO,
+    keyring: payload.Keyring,
+    batch_id: str,
+    *,
+    inline_cap_bytes: int = inline.IN_FLIGHT_BYTES,
+) -> int:
+    """Give a batch's failed and dead documents a fresh set of attempts.
+
+    An inline batch's are sent from here within the cap, and this host stays the batch's
+    sender until it finishes (`importer.inline_sender`): it has the files.
+    """
     with db.session() as s:
+        is_inline = bool(s.scalar(select(Batch.inline).where(Batch.id == batch_id)))
         ids = list(
             s.scalars(
                 select(Document.id).where(
@@ -153,8 +174,18 @@ def retry_batch(db: Database, gio: GearmanIO, keyring: payload.Keyring, batch_id
                 error=None,
                 finished_at=None,
                 next_attempt_at=None,
-                enqueued_at=utcnow(),
+                enqueued_at=None if is_inline else utcnow(),
             )
         )
-        s.execute(update(Batch).where(Batch.id == batch_id).values(finished_at=None))
+        # an inline batch's sender from now on, in the same transaction: no reaper fails
+        # the documents for want of their files in between
+        sender = utcnow() + inline.SENDER_LEASE if is_inline else None
+        s.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(finished_at=None, inline_sender_until=sender)
+        )
+    if is_inline:
+        serve(db, gio, keyring, batch_id, cap=inline_cap_bytes, until_finished=True)
+        return len(ids)
     return send(db, gio, ids, keyring)

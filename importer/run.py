@@ -15,7 +15,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from importer.commands import check_keys, check_lang, print_submit_result, submit_with_progress
+from importer.commands import (
+    check_keys,
+    check_lang,
+    inline_options,
+    print_submit_result,
+    submit_with_progress,
+)
 from importer.config import Settings, make_private_dir
 from importer.db.engine import Database, open_database
 from importer.errors import ExitCode, GearmanUnavailable
@@ -144,6 +150,7 @@ def run_all(
     out: Console,
     err: Console,
     text_layer: TextLayerMode | None = None,
+    inline: bool = False,
 ) -> int:
     opts = SubmitOptions(
         email=validate_address(email),
@@ -151,6 +158,9 @@ def run_all(
         notify=notify,
         force=force,
         text_layer=text_layer or settings.text_layer,
+        # the workers' reaper, here, can read the files: submit need only send them all
+        inline_until_finished=False,
+        **inline_options(settings, inline),
     )
     for raw in paths:
         if not Path(raw).exists():
@@ -195,7 +205,8 @@ def run_all(
         if result.batch_id is None:
             out.print("nothing to import")
             return int(ExitCode.ok)
-        _wait(db, result.batch_id, result.submitted + result.not_pdf, err, quiet=as_json)
+        total = result.submitted + result.not_pdf + result.too_large
+        _wait(db, result.batch_id, total, err, quiet=as_json)
         deliver_pending(db, mail_url=settings.resolved_mail_url, mail_from=settings.mail_from)
     batch = overview(db, result.batch_id).batches[0]
     elapsed = time.monotonic() - started

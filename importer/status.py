@@ -1,24 +1,34 @@
 """Progress: the database is the truth; gearmand adds live page progress for running jobs.
 
 What `importer status` shows, typed: a StatusReport of BatchStatus rows (and, for one
-batch, its DocumentStatus rows). `to_json` is the `status --json` output, key for key;
-outside checks read it, so its keys and value formats do not change.
+batch, its first DocumentStatus rows and how many there are). `to_json` is the `status
+--json` output, key for key; outside checks read it, so its keys and value formats do not
+change.
+
+Every query here reads only what it shows, through an index (`importer.db.models`), so
+`status` answers as fast in an archive of a million documents as in a new one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 
 from importer.db.engine import Database
 from importer.db.models import Batch, Document, RejectedJob
 from importer.errors import BadInput, ImporterError
 from importer.gearman.client import GearmanIO
 from importer.states import DocStatus
+
+# `status BATCH` lists this many documents unless told otherwise (`--limit N`, `--all`)
+DOCUMENTS_LIMIT = 1000
+# `status` without a batch: the newest this many
+BATCHES_LIMIT = 50
 
 
 @dataclass(frozen=True)
@@ -114,15 +124,25 @@ class DocumentStatus:
 @dataclass(frozen=True)
 class StatusReport:
     """What `importer status --json` prints: the batches, newest first, and the refused
-    jobs; with a batch named, its documents too (the key is absent otherwise)::
+    jobs; with a batch named, its first documents in the order they were submitted and
+    how many it has in all (both keys are absent otherwise)::
 
-        {"batches": [...], "rejected_jobs": 0, "replayed_jobs": 1, "documents": [...]}
+        {"batches": [...], "rejected_jobs": 0, "replayed_jobs": 1, "documents": [...],
+         "documents_total": 200000}
     """
 
     batches: tuple[BatchStatus, ...]
     rejected_jobs: int  # jobs that failed verification (forged, tampered, expired)
     replayed_jobs: int  # redeliveries of jobs already finished
     documents: tuple[DocumentStatus, ...] | None = None
+    documents_total: int | None = None  # the batch's documents, listed or not
+
+    @property
+    def documents_unlisted(self) -> int:
+        """How many of the batch's documents `documents` leaves out."""
+        if self.documents is None or self.documents_total is None:
+            return 0
+        return max(self.documents_total - len(self.documents), 0)
 
     @property
     def finished(self) -> bool:
@@ -136,6 +156,8 @@ class StatusReport:
         }
         if self.documents is not None:
             body["documents"] = [d.to_json() for d in self.documents]
+            total = self.documents_total
+            body["documents_total"] = len(self.documents) if total is None else total
         return body
 
     @classmethod
@@ -146,6 +168,7 @@ class StatusReport:
             rejected_jobs=body["rejected_jobs"],
             replayed_jobs=body["replayed_jobs"],
             documents=None if docs is None else tuple(DocumentStatus.from_json(d) for d in docs),
+            documents_total=body.get("documents_total"),
         )
 
 
@@ -157,73 +180,93 @@ def _datetime(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
-def _count(status: DocStatus) -> Any:
-    return func.coalesce(func.sum(case((Document.status == status, 1), else_=0)), 0)
+def overview(db: Database, batch_id: str | None = None, limit: int = BATCHES_LIMIT) -> StatusReport:
+    """The newest `limit` batches, or the one named; without documents.
 
-
-def overview(db: Database, batch_id: str | None = None, limit: int = 50) -> StatusReport:
-    """The newest `limit` batches, or the one named; without documents."""
-    query = (
-        select(
-            Batch,
-            func.count(Document.id),
-            _count(DocStatus.queued),
-            _count(DocStatus.running),
-            _count(DocStatus.done),
-            _count(DocStatus.failed),
-            _count(DocStatus.dead),
-            func.coalesce(func.sum(Document.pages_done), 0),
-        )
-        .outerjoin(Document)
-        .group_by(Batch.id)
-        .order_by(Batch.created_at.desc())
-    )
-    query = query.where(Batch.id == batch_id) if batch_id else query.limit(limit)
+    The batches are chosen first (ix_batches_created_at), then only their documents are
+    counted, per batch and state, from ix_documents_batch_status_pages alone: the cost
+    follows the documents shown, not the archive.
+    """
+    chosen = select(Batch).order_by(Batch.created_at.desc())
+    chosen = chosen.where(Batch.id == batch_id) if batch_id else chosen.limit(limit)
     with db.session() as s:
-        rows = s.execute(query).all()
-        counts = s.execute(select(RejectedJob.kind, func.count()).group_by(RejectedJob.kind))
-        refused = {kind: count for kind, count in counts}
-    if batch_id and not rows:
+        batches = s.scalars(chosen).all()
+        counts = _counts(s, [b.id for b in batches]) if batches else {}
+        kinds = s.execute(select(RejectedJob.kind, func.count()).group_by(RejectedJob.kind))
+        refused = {kind: count for kind, count in kinds}
+    if batch_id and not batches:
         raise BadInput(f"no batch {batch_id!r}: `importer status` lists the batches")
-    batches = tuple(
-        BatchStatus(
-            id=batch.id,
-            email=batch.email,
-            total=int(total),
-            queued=int(queued),
-            running=int(running),
-            done=int(done),
-            failed=int(failed + dead),
-            dead=int(dead),
-            pages_done=int(pages),
-            created_at=batch.created_at,
-            finished_at=batch.finished_at,
-        )
-        for batch, total, queued, running, done, failed, dead, pages in rows
-    )
     return StatusReport(
-        batches=batches,
+        batches=tuple(_batch_status(b, counts.get(b.id, {})) for b in batches),
         rejected_jobs=refused.get("rejected", 0),
         replayed_jobs=refused.get("replayed", 0),
     )
 
 
-def documents(db: Database, batch_id: str, gio: GearmanIO | None) -> tuple[DocumentStatus, ...]:
-    """One batch's documents; running ones get live progress from gearmand when it answers."""
+def _counts(s: Any, batch_ids: list[str]) -> dict[str, dict[DocStatus, tuple[int, int]]]:
+    """Per batch and state: (documents, pages done)."""
+    rows = s.execute(
+        select(
+            Document.batch_id,
+            Document.status,
+            func.count(),
+            func.coalesce(func.sum(Document.pages_done), 0),
+        )
+        .where(Document.batch_id.in_(batch_ids))
+        .group_by(Document.batch_id, Document.status)
+    ).all()
+    out: dict[str, dict[DocStatus, tuple[int, int]]] = {}
+    for batch_id, status, count, pages in rows:
+        out.setdefault(batch_id, {})[DocStatus(status)] = (int(count), int(pages))
+    return out
+
+
+def _batch_status(batch: Batch, counts: Mapping[DocStatus, tuple[int, int]]) -> BatchStatus:
+    def n(status: DocStatus) -> int:
+        return counts.get(status, (0, 0))[0]
+
+    return BatchStatus(
+        id=batch.id,
+        email=batch.email,
+        total=sum(count for count, _ in counts.values()),
+        queued=n(DocStatus.queued),
+        running=n(DocStatus.running),
+        done=n(DocStatus.done),
+        failed=n(DocStatus.failed) + n(DocStatus.dead),
+        dead=n(DocStatus.dead),
+        pages_done=sum(pages for _, pages in counts.values()),
+        created_at=batch.created_at,
+        finished_at=batch.finished_at,
+    )
+
+
+def documents(
+    db: Database, batch_id: str, gio: GearmanIO | None, *, limit: int | None = None
+) -> tuple[DocumentStatus, ...]:
+    """One batch's documents in the order they were submitted, the first `limit` of them
+    (every one with None); running ones get live progress from gearmand when it answers."""
+    listed = Document.batch_id == batch_id
+    if limit is not None:
+        # The first ids from ix_documents_batch_id alone. Asked in one query, "this batch,
+        # by id, the first N" may be planned (PostgreSQL) as a walk of the primary key
+        # that filters, reading every older batch's documents before this one's.
+        first = select(Document.id).where(listed).order_by(Document.id).limit(limit)
+        listed = Document.id.in_(first.scalar_subquery())
+    query = (
+        select(
+            Document.path,
+            Document.job_id,
+            Document.status,
+            Document.pages,
+            Document.pages_done,
+            Document.error,
+            Document.attempts,
+        )
+        .where(listed)
+        .order_by(Document.id)
+    )
     with db.session() as s:
-        docs = s.execute(
-            select(
-                Document.path,
-                Document.job_id,
-                Document.status,
-                Document.pages,
-                Document.pages_done,
-                Document.error,
-                Document.attempts,
-            )
-            .where(Document.batch_id == batch_id)
-            .order_by(Document.path)
-        ).all()
+        docs = s.execute(query).all()
     running = [d.job_id for d in docs if d.status == DocStatus.running]
     live = {}
     if running and gio is not None:
@@ -239,6 +282,16 @@ def documents(db: Database, batch_id: str, gio: GearmanIO | None) -> tuple[Docum
             progress = (state.numerator, state.denominator)
         out.append(DocumentStatus(d.path, d.job_id, d.status, progress, d.attempts, d.error))
     return tuple(out)
+
+
+def with_documents(
+    db: Database, report: StatusReport, gio: GearmanIO | None, *, limit: int | None
+) -> StatusReport:
+    """`overview(db, batch)` with the batch's first `limit` documents (None: all) and
+    their number in all."""
+    (batch,) = report.batches
+    listed = documents(db, batch.id, gio, limit=limit)
+    return dataclasses.replace(report, documents=listed, documents_total=batch.total)
 
 
 def unfinished(db: Database, batch_id: str) -> int:

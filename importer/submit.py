@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from importer import payload
@@ -31,6 +31,7 @@ from importer.db.models import Batch, Document, utcnow
 from importer.errors import BadInput, GearmanUnavailable, ImporterError
 from importer.gearman.client import GROUP_SIZE, GearmanIO, JobSpec
 from importer.gearman.send import store_handles
+from importer.inline_feed import InlineFeed, inline_sender_lease
 from importer.states import DocStatus, NotifyMode, Priority, TextLayerMode
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ class SubmitOptions:
     text_layer: TextLayerMode = TextLayerMode.auto
     force: bool = False
     dry_run: bool = False
+    inline: bool = False  # each job carries its file's bytes (importer.inline)
+    max_inline_mb: int = 64  # IMPORTER_MAX_INLINE_MB
+    inline_in_flight_mb: int = 256  # IMPORTER_INLINE_IN_FLIGHT_MB
+    inline_until_finished: bool = True  # stay the batch's sender until it finishes
 
 
 @dataclass
@@ -62,6 +67,7 @@ class SubmitResult:
     skipped: int = 0  # already imported (same sha256), unless --force
     ignored: int = 0  # not PDFs and not named .pdf
     not_pdf: int = 0  # named .pdf but not a PDF: recorded as failed
+    too_large: int = 0  # over IMPORTER_MAX_INLINE_MB with --inline: recorded as failed
     would_submit: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
@@ -222,7 +228,7 @@ def submit(
                 pipeline.add(keep)
             if progress:
                 progress(seen, result.submitted)
-        pipeline.finish()
+        pipeline.finish(None if progress is None else lambda sent: progress(seen, sent))
     except GearmanUnavailable as e:
         pipeline.abandon(e, seen)  # raises
     finally:
@@ -281,13 +287,20 @@ def _classify(
     hashes = [c.sha256 for c in keep if c.is_pdf]
     if opts.force or db is None or not hashes:
         return keep
-    earlier = Document.status == DocStatus.done
-    if batch_id is not None:
-        earlier = or_(earlier, Document.batch_id == batch_id)
+    # Looked up by hash alone (ix_documents_sha256_status) and judged here: given "done or
+    # in this batch", a planner may read the whole batch through its own index instead,
+    # once for every group of files.
     with db.session() as s:
-        imported = set(
-            s.scalars(select(Document.sha256).where(Document.sha256.in_(hashes), earlier))
-        )
+        found = s.execute(
+            select(Document.sha256, Document.status, Document.batch_id).where(
+                Document.sha256.in_(hashes)
+            )
+        ).all()
+    imported = {
+        sha256
+        for sha256, status, batch in found
+        if status == DocStatus.done or (batch_id is not None and batch == batch_id)
+    }
     result.skipped += sum(1 for c in keep if c.is_pdf and c.sha256 in imported)
     return [c for c in keep if not (c.is_pdf and c.sha256 in imported)]
 
@@ -325,6 +338,7 @@ class _Pipeline:
         self._in_flight: _InFlight | None = None
         self._handles: list[tuple[int, str]] = []  # accepted, not yet stored
         self._recorded: dict[str, int] = {}  # recorded, not yet handed to the sender
+        self.inline = InlineFeed(db, gio, keyring, opts, result) if opts.inline else None
 
     def add(self, keep: list[Candidate]) -> None:
         """Record and sign a group, collect the group in flight, then send this one.
@@ -333,6 +347,10 @@ class _Pipeline:
         the next group as soon as it has answered the last.
         """
         jobs = self._record(keep)
+        if self.inline is not None:  # sent from the database, within the cap
+            self._recorded = {}
+            self.result.submitted += self.inline.recorded(len(jobs))
+            return
         specs = [
             JobSpec(
                 unique=job_id,
@@ -358,12 +376,12 @@ class _Pipeline:
                 "size": c.size,
                 "sha256": c.sha256,
                 "job_id": new_job_id(),
-                "status": DocStatus.queued if c.is_pdf else DocStatus.failed,
-                "error": None if c.is_pdf else NOT_PDF,
-                "enqueued_at": now if c.is_pdf else None,
-                "finished_at": None if c.is_pdf else now,
+                "status": DocStatus.queued if error is None else DocStatus.failed,
+                "error": error,
+                "enqueued_at": now if error is None and self.inline is None else None,
+                "finished_at": None if error is None else now,
             }
-            for c in keep
+            for c, error in ((c, self._refusal(c)) for c in keep)
         ]
         table: Any = Document.__table__
         with self.db.session() as s:
@@ -376,6 +394,8 @@ class _Pipeline:
                         lang=self.opts.lang,
                         priority=self.opts.priority,
                         text_layer=self.opts.text_layer,
+                        inline=self.opts.inline,
+                        inline_sender_until=inline_sender_lease(self.opts.inline),
                     )
                 )
                 s.flush()
@@ -421,22 +441,35 @@ class _Pipeline:
         self.accepted += len(taken)
         self.result.submitted += len(taken)
 
-    def finish(self) -> None:
-        """Collect the last group; store the handles and the batch's totals."""
+    def _refusal(self, c: Candidate) -> str | None:
+        """Why a kept file is recorded failed at once, if it is."""
+        if not c.is_pdf:
+            return NOT_PDF
+        if self.inline is not None:
+            return self.inline.refusal(c.size)
+        return None
+
+    def finish(self, progress: Callable[[int], None] | None = None) -> None:
+        """Collect the last group; store the handles and the batch's totals; an inline
+        batch's documents are then sent as jobs finish (`InlineFeed.serve`)."""
         self._collect()
         if self.batch_id is None:
             return
+        if self.inline is not None:
+            self.result.submitted = self.inline.queued
         with self.db.session() as s:
             store_handles(s, self._handles)
             s.execute(
                 update(Batch)
                 .where(Batch.id == self.batch_id)
                 .values(
-                    total=self.result.submitted + self.result.not_pdf,
+                    total=self.result.submitted + self.result.not_pdf + self.result.too_large,
                     skipped=self.result.skipped,
                 )
             )
         self._handles = []
+        if self.inline is not None:
+            self.inline.serve(self.batch_id, progress)
         close_batch_if_done(self.db, self.batch_id)
 
     def abandon(self, error: GearmanUnavailable, files_seen: int) -> None:
@@ -450,6 +483,9 @@ class _Pipeline:
         if batch_id is None:
             raise error
         unsent = list(self._recorded.values())
+        if self.inline is not None:
+            self.accepted += self.inline.sent
+            unsent = self.inline.unsent(batch_id)
         with self.db.session() as s:
             store_handles(s, self._handles)
             if self.accepted == 0:
@@ -506,3 +542,5 @@ class _Pipeline:
             except (ImporterError, SQLAlchemyError) as e:  # already failing: keep that error
                 log.warning("handles of the last group not stored: %s", e)
         self._sender.shutdown(wait=True)
+        if self.inline is not None and self.batch_id is not None:
+            self.inline.leave(self.batch_id)

@@ -18,6 +18,7 @@ from importer.status import (
     StatusReport,
     documents,
     overview,
+    with_documents,
 )
 from tests.conftest import importer, settings_from
 from tests.test_messages import example
@@ -210,9 +211,8 @@ def test_status_json_keys_and_values(database_url: str) -> None:
         {"batches": [NEW_BATCH, OLD_BATCH], "rejected_jobs": 2, "replayed_jobs": 1},
     )
     one = overview(db, "b-new")
-    with_docs = StatusReport(
-        one.batches, one.rejected_jobs, one.replayed_jobs, documents(db, "b-new", None)
-    )
+    with_docs = with_documents(db, one, None, limit=None)
+    assert with_docs.documents == documents(db, "b-new", None)
     assert_same_json(
         with_docs.to_json(),
         {
@@ -220,6 +220,7 @@ def test_status_json_keys_and_values(database_url: str) -> None:
             "rejected_jobs": 2,
             "replayed_jobs": 1,
             "documents": NEW_DOCUMENTS,
+            "documents_total": 5,
         },
     )
     assert StatusReport.from_json(json.loads(json.dumps(with_docs.to_json()))) == with_docs
@@ -242,6 +243,7 @@ def test_status_json_as_the_command_prints_it(env: dict[str, str]) -> None:
             "rejected_jobs": 2,
             "replayed_jobs": 1,
             "documents": NEW_DOCUMENTS,
+            "documents_total": 5,
         },
     )
     table = importer("status", "b-new", env=env, check=True).stdout

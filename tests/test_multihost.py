@@ -9,7 +9,6 @@ and one e-mail goes out.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -20,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from inotify_simple import INotify, flags
 
 from tests.netns import Host, Lan, NamespacesUnavailable
 
@@ -146,11 +146,17 @@ def _run_batch(
         "IMPORTER_TLS_CERT": str(certs / "client.pem"),
         "IMPORTER_TLS_KEY": str(certs / "client.key"),
         "IMPORTER_MAIL_URL": f"maildir://{maildir}",
-        "IMPORTER_ALLOWED_ROOTS": str(root / "inbox"),
     }
 
-    def on(host: Host) -> dict[str, str]:
-        return {**common, "IMPORTER_DATA_DIR": str(root / host.name)}
+    def on(host: Host, roots: Path | None = None) -> dict[str, str]:
+        if roots is None:  # a worker host shares no storage with the submitter
+            roots = root / f"{host.name}-shares-nothing"
+            roots.mkdir(exist_ok=True)
+        return {
+            **common,
+            "IMPORTER_DATA_DIR": str(root / host.name),
+            "IMPORTER_ALLOWED_ROOTS": str(roots),
+        }
 
     gear.start(
         [*IMPORTER, "gearmand", "--tls", "--certs", str(certs), "--listen", gear.address,
@@ -168,13 +174,23 @@ def _run_batch(
             env=on(worker), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
     paths = make_inbox(root)
-    submitted = sub.run(
-        [*IMPORTER, "submit", str(paths[0].parent), "--email", "ops@example.com",
+    watch = INotify()
+    watch.add_watch(str(paths[0].parent), flags.OPEN)
+    # An inline submit stays to send again what comes back, until its batch has finished.
+    submitter = sub.start(
+        [*IMPORTER, "submit", "--inline", str(paths[0].parent), "--email", "ops@example.com",
          "--json"],
-        env=on(sub), timeout=120,
+        env=on(sub, paths[0].parent), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    assert submitted.returncode == 0, submitted.stderr
-    batch = json.loads(submitted.stdout)["batch_id"]
+    unsent = (
+        "SELECT count(*) FILTER (WHERE status = 'queued' AND enqueued_at IS NULL), count(*)"
+        " FROM documents"
+    )
+    wait_for(lambda: postgres.query(unsent)[0] == ["0", str(DOCUMENTS)], 120, "all sent")
+    (batch,) = postgres.query("SELECT id FROM batches")[0]
+    submitter_opens = len(watch.read(timeout=0))  # hashing and sending them
+    for path in paths:
+        path.unlink()
 
     def running_on(host: Host) -> list[list[str]]:
         return postgres.query(
@@ -219,3 +235,6 @@ def _run_batch(
     wait_for(lambda: (maildir / "new").is_dir() and any((maildir / "new").iterdir()), 60, "mail")
     time.sleep(2)  # a second e-mail would come within the courier's next passes
     assert len(list((maildir / "new").iterdir())) == 1
+    assert submitter_opens >= DOCUMENTS
+    assert [e for e in watch.read(timeout=0) if e.name] == [], "a file was opened after sending"
+    assert submitter.wait(60) == 0, "the submitter did not end with its batch"

@@ -169,3 +169,27 @@ def test_only_a_process_certainly_dead_on_this_host_is_taken_for_dead() -> None:
     assert not dead_here(elsewhere.encode()) and not dead_here(in_a_container.encode())
     assert dead_here(Owner(reused_pid.host, reused_pid.pid, reused_pid.namespace, 1).encode())
     assert not dead_here("vm:1234")  # an owner in an older format is judged by its lease
+
+
+def test_a_job_whose_document_another_worker_holds_waits_for_its_lease(
+    env: dict[str, str],
+) -> None:
+    """gearmand hands on the job of a worker whose host vanished before that worker's
+    lease has run out: the job is held until it has, not dropped (for an inline job the
+    bytes would be gone with it)."""
+    from importer.db import lifecycle
+    from importer.db.engine import open_database
+    from tests.conftest import SAMPLES, settings_from
+
+    batch = submit(env, SAMPLES / "born_digital.pdf")
+    job = document(env, batch)
+    db = open_database(settings_from(env).resolved_database_url)
+    held = lifecycle.claim(
+        db, job_id=job["job_id"], path=job["path"], email="ops@example.com",
+        owner="elsewhere:1:1:1", lease_seconds=5,
+    )  # fmt: skip
+    assert isinstance(held, lifecycle.Claimed)
+    worker = importer("worker", "--burst", "--reaper-interval", "300", env=env, timeout=120)
+    assert worker.returncode == 0, worker.stderr
+    doc = document(env, batch)
+    assert doc["status"] == "done" and doc["attempts"] == 2, doc

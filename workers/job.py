@@ -7,6 +7,7 @@ read by the engine's child through that open descriptor.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from importer.errors import ImporterError, PayloadRejected
 from importer.states import DocStatus, JobOutcome
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
+from workers.inline import InlineSpool
 from workers.opening import Refused, open_confined
 from workers.owner import dead_here
 
@@ -39,6 +41,7 @@ class StopNow(BaseException):
 
 PAGE_FLUSH_SECONDS = 1.0
 RENEWALS_PER_LEASE = 4  # a 60 s lease is renewed every 15 s: three renewals may fail
+LEASE_WAIT_SECONDS = 1.0  # between claims of a document another worker holds
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -67,6 +70,11 @@ class JobContext:
         self.limits = limits_from(self.settings)
         self.roots = self.settings.roots
         self.leases = LeaseKeeper(self)
+
+    @functools.cached_property
+    def spool(self) -> InlineSpool:
+        """Where inline jobs' bytes are written: made (and stale ones removed) at first use."""
+        return InlineSpool(self.settings.data_dir)
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,10 @@ def handle(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Outcome:
     try:
-        job = payload.decode(data, keyring=ctx.keyring, ttl_seconds=ctx.settings.job_ttl_seconds)
+        received = payload.decode_job(
+            data, keyring=ctx.keyring, ttl_seconds=ctx.settings.job_ttl_seconds
+        )
+        job = received.payload
         if unique != job.job_id:
             raise PayloadRejected("gearman unique does not match the signed job id")
     except PayloadRejected as e:
@@ -111,15 +122,7 @@ def handle(
         lifecycle.record_rejection(ctx.db, unique=unique, reason=e.message, worker=ctx.owner)
         return Outcome(JobOutcome.rejected, e.message)
 
-    claimed = lifecycle.claim(
-        ctx.db,
-        job_id=job.job_id,
-        path=job.file,
-        email=job.email,
-        owner=ctx.owner,
-        lease_seconds=ctx.settings.lease_seconds,
-        dead=dead_here,  # gearmand handing back the job of a worker killed on this host
-    )
+    claimed = _claim(ctx, job, should_stop)
     if isinstance(claimed, lifecycle.ClaimRefusal):
         if claimed in lifecycle.FORGERY:
             lifecycle.record_rejection(
@@ -129,6 +132,8 @@ def handle(
         log.info("job %s dropped: %s", job.job_id, claimed.value)
         return Outcome(JobOutcome.dropped, claimed.value)
 
+    if received.content is not None:
+        return _inline(ctx, claimed, received.content, progress, should_stop)
     try:
         fd = open_confined(claimed.path, ctx.roots, claimed.size)
     except Refused as e:
@@ -138,6 +143,59 @@ def handle(
         return Outcome(JobOutcome.failed, e.reason)
     except OSError as e:
         return _retry(ctx, claimed, f"cannot open {claimed.path}: {e.strerror or e}")
+    try:
+        return _process(ctx, claimed, fd, progress, should_stop)
+    finally:
+        os.close(fd)
+
+
+def _claim(
+    ctx: JobContext, job: payload.Payload, should_stop: Callable[[], bool]
+) -> lifecycle.Claimed | lifecycle.ClaimRefusal:
+    """Take the job's document. One that another worker holds is waited for, up to one
+    lease: gearmand hands a job on when its worker's connection dies, and that worker's
+    lease ends soon after (at once when its supervisor saw it die, within a lease when its
+    host vanished). Dropping the job instead would leave only the reaper's re-send, which
+    needs the file: an inline job's bytes would be gone with it."""
+    deadline = time.monotonic() + ctx.settings.lease_seconds + LEASE_WAIT_SECONDS
+    while True:
+        claimed = lifecycle.claim(
+            ctx.db,
+            job_id=job.job_id,
+            path=job.file,
+            email=job.email,
+            owner=ctx.owner,
+            lease_seconds=ctx.settings.lease_seconds,
+            dead=dead_here,  # gearmand handing back the job of a worker killed on this host
+        )
+        if claimed != lifecycle.ClaimRefusal.leased or time.monotonic() >= deadline:
+            return claimed
+        if should_stop():
+            return claimed
+        time.sleep(LEASE_WAIT_SECONDS)
+
+
+def _inline(
+    ctx: JobContext,
+    claimed: lifecycle.Claimed,
+    content: memoryview,
+    progress: Progress,
+    should_stop: Callable[[], bool],
+) -> Outcome:
+    """A job that carries its file: no roots apply, the bytes are read from a private file
+    without a name (`workers.inline`), gone when its descriptor closes."""
+    if claimed.size is not None and claimed.size != len(content):
+        reason = (
+            f"the inline bytes ({len(content):,}) are not the file recorded at submit "
+            f"({claimed.size:,} bytes); refused"
+        )
+        lifecycle.finish(ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=reason)
+        return Outcome(JobOutcome.failed, reason)
+    try:
+        fd = ctx.spool.spool(content)
+    except (OSError, Refused) as e:
+        reason = e.reason if isinstance(e, Refused) else (e.strerror or str(e))
+        return _retry(ctx, claimed, f"cannot write the inline bytes to {ctx.spool.dir}: {reason}")
     try:
         return _process(ctx, claimed, fd, progress, should_stop)
     finally:

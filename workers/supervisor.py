@@ -156,7 +156,11 @@ class Supervisor:
         try:
             if gio is not None:
                 requeue_stale(
-                    db, gio, self.settings.keyring(), max_attempts=self.settings.max_attempts
+                    db,
+                    gio,
+                    self.settings.keyring(),
+                    max_attempts=self.settings.max_attempts,
+                    inline_cap_bytes=self.settings.inline_in_flight_mb << 20,
                 )
         except ImporterError as e:
             log.warning("reaper pass skipped: %s", e.message)

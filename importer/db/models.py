@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
     Float,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -64,10 +66,17 @@ class Batch(Base):
     )
     total: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
+    # submit --inline: each job carries its file's bytes (importer.inline); the submitting
+    # process sends the documents within the in-flight cap until `inline_sender_until`.
+    inline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    inline_sender_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     documents: Mapped[list[Document]] = relationship(back_populates="batch")
+
+    # `status` lists the newest batches first without reading the others
+    __table_args__ = (Index("ix_batches_created_at", "created_at"),)
 
 
 class Document(Base):
@@ -94,10 +103,21 @@ class Document(Base):
 
     batch: Mapped[Batch] = relationship(back_populates="documents")
 
+    # Every query that runs per batch, per reaper pass or per group of submitted files is
+    # answered from one of these, so none reads all documents (`scripts/bench --sections
+    # scale`: a million documents).
     __table_args__ = (
-        Index("ix_documents_batch_status", "batch_id", "status"),
+        # a batch's counts per state and pages (status), read from the index alone; what
+        # is left of a batch (finish)
+        Index("ix_documents_batch_status_pages", "batch_id", "status", "pages_done"),
+        # a batch's documents in the order they were submitted, the first N of them
+        Index("ix_documents_batch_id", "batch_id", "id"),
+        # submit's duplicate check
         Index("ix_documents_sha256_status", "sha256", "status"),
+        # the reaper: leases run out
         Index("ix_documents_status_lease", "status", "lease_expires_at"),
+        # the reaper: queued and never sent (NULL), or sent long ago and maybe lost
+        Index("ix_documents_status_enqueued", "status", "enqueued_at"),
     )
 
 

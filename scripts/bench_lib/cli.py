@@ -18,18 +18,33 @@ from bench_lib.mixed import mixed
 from bench_lib.ocr_sections import ScannedPlan, fixed_cost_note, scanned, startup, text_layer
 from bench_lib.procs import BenchError
 from bench_lib.results import SectionResult
+from bench_lib.scale import ROWS, ROWS_QUICK, scale
 from bench_lib.submission import submission
 from bench_lib.turned import turned
 
 log = logging.getLogger("bench")
 
-SECTIONS = ("ocr", "scaling", "text-layer", "startup", "submission", "memory", "turned", "mixed")
+SECTIONS = (
+    "ocr",
+    "scaling",
+    "text-layer",
+    "startup",
+    "submission",
+    "memory",
+    "turned",
+    "mixed",
+    "scale",
+)
+# the sections that make their own material and need no corpus
+NO_CORPUS = frozenset({"scale"})
 SECTION_HELP = (
     "ocr: scanned pages, importer against the raw limit and OCRmyPDF; scaling: 1 worker against"
     " all; text-layer: born-digital pages against pdftotext; startup: the fixed cost of a run;"
     " submission: importer submit against a naive loop; memory: one worker's peak RSS; turned:"
     " pages turned 0/90/180/270 against the same upright; mixed: manuals, scans, a blank page"
-    " (make_documents.py) against the limit and OCRmyPDF --skip-text --rotate-pages"
+    " (make_documents.py) against the limit and OCRmyPDF --skip-text --rotate-pages; scale:"
+    f" status, a reaper pass and submit's duplicate check among {ROWS:,} generated documents,"
+    " on SQLite and PostgreSQL"
 )
 TURNED_PAGES, TURNED_PAGES_QUICK = 8, 4
 
@@ -54,7 +69,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="tiny corpus: 2 scanned pages, 200 files to submit, 4 turned pages, 1 mixed document",
+        help="tiny corpus: 2 scanned pages, 200 files to submit, 4 turned pages, 1 mixed document,"
+        f" {ROWS_QUICK:,} documents for scale",
+    )
+    parser.add_argument(
+        "--scale-rows",
+        type=int,
+        default=None,
+        help=f"documents for the scale section (default {ROWS:,}; --quick: {ROWS_QUICK:,})",
     )
     parser.add_argument(
         "--sections",
@@ -94,14 +116,20 @@ def _ocrmypdf(args: argparse.Namespace, result: SectionResult) -> Path | None:
         return None
 
 
-def measure(args: argparse.Namespace, ocrmypdf: Path | None, result: SectionResult) -> Corpus:
+def measure(
+    args: argparse.Namespace, ocrmypdf: Path | None, result: SectionResult
+) -> Corpus | None:
     sizes = QUICK if args.quick else Sizes()
     if args.scanned_pages:
         sizes = Sizes(**{**sizes.__dict__, "scanned_pages": args.scanned_pages})
+    chosen = set(args.sections)
+    if "scale" in chosen:
+        result.extend(scale(args.work_dir, args.rounds, args.quick, args.scale_rows))
+    if chosen <= NO_CORPUS:
+        return None
     corpus = load_or_build(args.work_dir, sizes)
     runs = args.work_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    chosen = set(args.sections)
     if chosen & {"ocr", "scaling"}:
         plan = ScannedPlan("ocr" in chosen, "scaling" in chosen, ocrmypdf)
         result.extend(scanned(corpus, runs, args.rounds, args.workers, plan))
@@ -159,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         minutes=(time.monotonic() - started) / 60,
         machine=host,
         versions=versions(ocrmypdf, _revisions(measured, revision())),
-        corpus=describe(corpus),
+        corpus=describe(corpus) if corpus else "None: the sections run make their own rows.",
     )
     args.output.write_text(text, encoding="utf-8")
     print(report.goals_table(result.goals) if result.goals else "(no goals measured)")
