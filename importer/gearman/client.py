@@ -19,6 +19,7 @@ Not thread-safe: give each thread its own GearmanIO.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -46,11 +47,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FUNCTION = b"import"
-# Requests per round trip; their replies (~20 bytes each) stay well inside socket buffers.
+# Requests per round trip to one server; their replies (~20 bytes each) stay well inside
+# socket buffers, so every server's group can be on the wire before any reply is read.
 GROUP_SIZE = 500
 # gearmand 1.1.20 queues a 64-byte unique but never answers GET_STATUS_UNIQUE for it.
 MAX_UNIQUE_BYTES = 63
-# Seconds a failed server is tried last, so one dead host does not slow down every call.
+# Seconds a failed server gets no jobs (unless no other is left), so one dead host does not
+# slow down every call; after that it is tried again, and used again if it answers.
 RETRY_DOWN_AFTER = 5.0
 FIX = (
     "start gearmand (`importer gearmand`) or point IMPORTER_GEARMAN_SERVERS at a running one; "
@@ -135,7 +138,8 @@ class GearmanIO:
         self.timeout = timeout
         self._conns: dict[Server, Connection] = {}
         self._down_until: dict[Server, float] = {}
-        self._next = 0
+        # Jobs are dealt in turn from here; a random start spreads short runs over the servers.
+        self._next = random.randrange(len(self.servers))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GearmanIO:
@@ -169,7 +173,7 @@ class GearmanIO:
             result = action(conn)
         except ServerError:
             self._drop(server)
-            self._down_until[server] = time.monotonic() + RETRY_DOWN_AFTER
+            self._mark_down(server)
             raise
         self._down_until.pop(server, None)
         return result
@@ -179,13 +183,24 @@ class GearmanIO:
         if conn is not None:
             conn.close()
 
-    def _rotation(self) -> list[Server]:
-        """All servers, starting at the next in turn; recently failed ones go last."""
-        start = self._next % len(self.servers)
-        self._next += 1
-        turn = self.servers[start:] + self.servers[:start]
+    def _mark_down(self, server: Server) -> None:
+        self._down_until[server] = time.monotonic() + RETRY_DOWN_AFTER
+
+    def _targets(self, spent: set[Server]) -> list[Server]:
+        """The servers to deal jobs to: every one not spent and not failed lately; only
+        when none is left, the ones that failed lately (they may be back)."""
+        usable = [server for server in self.servers if server not in spent]
         now = time.monotonic()
-        return sorted(turn, key=lambda server: self._down_until.get(server, 0.0) > now)
+        up = [server for server in usable if self._down_until.get(server, 0.0) <= now]
+        return up or usable
+
+    def _deal(self, jobs: Sequence[JobSpec], servers: list[Server]) -> dict[Server, list[JobSpec]]:
+        """One job to each server in turn, continuing where the last call stopped."""
+        shares: dict[Server, list[JobSpec]] = {server: [] for server in servers}
+        for index, job in enumerate(jobs, self._next):
+            shares[servers[index % len(servers)]].append(job)
+        self._next += len(jobs)
+        return {server: share for server, share in shares.items() if share}
 
     def close(self) -> None:
         for server in list(self._conns):
@@ -207,32 +222,31 @@ class GearmanIO:
     def submit_background(
         self, jobs: Sequence[JobSpec], function: bytes = FUNCTION
     ) -> dict[str, str]:
-        """Queue background jobs, GROUP_SIZE requests per round trip; return unique -> handle.
+        """Queue background jobs spread over the live servers; return unique -> handle.
 
-        Each group goes to the next server in turn and moves on to the others if that one
-        fails or refuses jobs. Raises SubmitIncomplete (a GearmanUnavailable, carrying the
+        Jobs are dealt to the servers one at a time in turn, so a short submit reaches every
+        server and each server's queue keeps the jobs' order (largest documents first). Each
+        server takes its share in pipelined groups of up to GROUP_SIZE, and every server's
+        group is sent before any reply is read, so the servers work in parallel. A server
+        that fails or refuses a job gets no more jobs in this call: what it did not take is
+        dealt to the others. Raises SubmitIncomplete (a GearmanUnavailable, carrying the
         handles that were given) unless every job was accepted.
         """
         if not function or b"\0" in function:
             raise ValueError(f"a function name is non-empty bytes without NUL, got {function!r}")
         handles: dict[str, str] = {}
         problems: dict[str, str] = {}
-        failed: set[Server] = set()  # not tried again in this call: a dead host costs a timeout
-        for group in _chunks(jobs, GROUP_SIZE):
-            for server in self._rotation():
-                if server in failed:
-                    continue
-                submit = partial(
-                    self._submit, group=group, function=function, handles=handles, problems=problems
-                )
-                try:
-                    self._call(server, submit)
-                except ServerError as e:
-                    failed.add(server)
-                    problems[server.address] = str(e)
-                    log.warning("gearmand %s did not take jobs: %s", server.address, e)
-                if all(job.unique in handles for job in group):
-                    break
+        spent: set[Server] = set()  # not used again in this call: a dead host costs a timeout
+        pending = list(jobs)
+        while pending and (servers := self._targets(spent)):
+            shares = self._deal(pending, servers)
+            self._submit_shares(shares, function, handles, problems)
+            spent.update(
+                server
+                for server, share in shares.items()
+                if any(job.unique not in handles for job in share)
+            )
+            pending = [job for job in pending if job.unique not in handles]
         rejected = [job.unique for job in jobs if job.unique not in handles]
         if rejected:
             detail = "; ".join(f"{address}: {text}" for address, text in problems.items())
@@ -245,6 +259,76 @@ class GearmanIO:
         log.debug("queued %d background jobs of %r", len(jobs), function)
         return handles
 
+    def _submit_shares(
+        self,
+        shares: dict[Server, list[JobSpec]],
+        function: bytes,
+        handles: dict[str, str],
+        problems: dict[str, str],
+    ) -> None:
+        """Each round sends every server its next group, then reads the servers' replies.
+
+        A connection opened earlier that breaks (gearmand restarted) is reopened once and
+        the group's unanswered jobs sent again; a new one that fails, or any that times
+        out, ends the server's part in this call and marks it down for RETRY_DOWN_AFTER.
+        """
+        groups = {server: list(_chunks(share, GROUP_SIZE)) for server, share in shares.items()}
+        failed: set[Server] = set()
+        for turn in range(max(map(len, groups.values()))):
+            sent: list[tuple[Server, Connection, bool, list[JobSpec]]] = []
+            for server, chunks in groups.items():
+                if turn >= len(chunks) or server in failed:
+                    continue
+                conn = self._conns.get(server)
+                reused = conn is not None
+                try:
+                    if conn is None:
+                        conn = self._conns[server] = Connection(server, self.timeout)
+                    todo = _send_jobs(conn, chunks[turn], function, handles)
+                except ServerError as e:
+                    if not self._resend(
+                        server, reused, e, chunks[turn], function, handles, problems
+                    ):
+                        failed.add(server)
+                else:
+                    sent.append((server, conn, reused, todo))
+            for server, conn, reused, todo in sent:
+                try:
+                    _read_created(conn, todo, handles, problems)
+                except ServerError as e:
+                    if not self._resend(server, reused, e, todo, function, handles, problems):
+                        failed.add(server)
+                else:
+                    self._down_until.pop(server, None)
+
+    def _resend(
+        self,
+        server: Server,
+        reused: bool,
+        error: ServerError,
+        group: Sequence[JobSpec],
+        function: bytes,
+        handles: dict[str, str],
+        problems: dict[str, str],
+    ) -> bool:
+        """After a pipelined group failed: whether a fresh connection took the rest of it."""
+        self._drop(server)
+        if reused and not isinstance(error, ServerTimeout):
+            log.debug("gearmand %s: reconnecting after %s", server.address, error)
+            submit = partial(
+                self._submit, group=group, function=function, handles=handles, problems=problems
+            )
+            try:
+                self._call(server, submit)
+                return True
+            except ServerError as e:
+                error = e
+        else:
+            self._mark_down(server)
+        problems[server.address] = str(error)
+        log.warning("gearmand %s did not take jobs: %s", server.address, error)
+        return False
+
     @staticmethod
     def _submit(
         conn: Connection,
@@ -253,26 +337,7 @@ class GearmanIO:
         handles: dict[str, str],
         problems: dict[str, str],
     ) -> None:
-        todo = [job for job in group if job.unique not in handles]
-        conn.send(
-            b"".join(
-                pack(_SUBMIT_BG[job.priority], function, job.unique.encode(), job.data)
-                for job in todo
-            )
-        )
-        for job in todo:
-            command, args = conn.read_packet()
-            if command == JOB_CREATED:
-                handles[job.unique] = args[0].decode()
-            elif command == ERROR:
-                problems[conn.server.address] = (
-                    f"{args[0].decode()} {args[1].decode(errors='replace')}"
-                )
-                log.warning(
-                    "gearmand %s refused job %s: %s", conn.server.address, job.unique, args[1]
-                )
-            else:
-                raise ServerError(f"reply {command} to a submit")
+        _read_created(conn, _send_jobs(conn, group, function, handles), handles, problems)
 
     # Status ----------------------------------------------------------------------------
 
@@ -388,3 +453,31 @@ def _merge(a: UniqueStatus, b: UniqueStatus) -> UniqueStatus:
         return b
     best = max(a, b, key=lambda s: (s.running, s.denominator, s.numerator))
     return replace(best, waiting=a.waiting + b.waiting)
+
+
+def _send_jobs(
+    conn: Connection, group: Sequence[JobSpec], function: bytes, handles: dict[str, str]
+) -> list[JobSpec]:
+    """Send the group's jobs that have no handle yet in one write; return those jobs."""
+    todo = [job for job in group if job.unique not in handles]
+    conn.send(
+        b"".join(
+            pack(_SUBMIT_BG[job.priority], function, job.unique.encode(), job.data) for job in todo
+        )
+    )
+    return todo
+
+
+def _read_created(
+    conn: Connection, todo: Sequence[JobSpec], handles: dict[str, str], problems: dict[str, str]
+) -> None:
+    """Read one reply per job sent, in order: a handle for each job gearmand created."""
+    for job in todo:
+        command, args = conn.read_packet()
+        if command == JOB_CREATED:
+            handles[job.unique] = args[0].decode()
+        elif command == ERROR:
+            problems[conn.server.address] = f"{args[0].decode()} {args[1].decode(errors='replace')}"
+            log.warning("gearmand %s refused job %s: %s", conn.server.address, job.unique, args[1])
+        else:
+            raise ServerError(f"reply {command} to a submit")
