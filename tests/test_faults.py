@@ -47,6 +47,7 @@ from importer.states import FINISHED, DocStatus, JobOutcome
 from tests import hostile
 from tests.conftest import SAMPLES, _unavailable, importer, settings_from
 from tests.gearmand_fixture import require_gearmand
+from workers.owner import Owner
 
 # What every fault test runs with; a test adds or overrides keys.
 FAST = {
@@ -346,7 +347,8 @@ def mid_document(db: Database, batch: str, *, left: int = 2) -> list[Document]:
 
 
 def owner_pid(doc: Document) -> int:
-    return int((doc.lease_owner or ":0").rsplit(":", 1)[1])
+    owner = Owner.decode(doc.lease_owner or "")
+    return owner.pid if owner is not None else 0
 
 
 def recovery(db: Database, batch: str, fault_at: datetime) -> float:

@@ -63,7 +63,7 @@ def test_a_file_swapped_mid_document_is_not_read(env: dict[str, str], tmp_path: 
     canary.parent.mkdir()
     shutil.copy(SAMPLES / "born_digital.pdf", canary)
     env["IMPORTER_ALLOWED_ROOTS"] = str(root)
-    env["IMPORTER_LEASE_SECONDS"] = "3"  # pages are stored at least every lease / 3
+    env["IMPORTER_LEASE_SECONDS"] = "3"
     submitted = importer(
         "submit", str(root / "scan.pdf"), "--email", "ops@example.com", "--json",
         env=env, check=True,
