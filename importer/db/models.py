@@ -92,8 +92,17 @@ class Document(Base):
     gearman_handle: Mapped[str | None] = mapped_column(String(128), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # a short stable code for the reason (`encrypted`, `corrupt`, `timeout`...), kept beside
+    # the free-text `error` so failures group across batches
+    error_kind: Mapped[str | None] = mapped_column(String(32), nullable=True)
     pages: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pages_done: Mapped[int] = mapped_column(Integer, default=0)
+    # kept with the pages, in the transaction that stores them: a report or a metric reads
+    # a document's row, not its pages
+    pages_text_layer: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pages_ocr: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pages_review: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    mean_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -118,6 +127,8 @@ class Document(Base):
         Index("ix_documents_status_lease", "status", "lease_expires_at"),
         # the reaper: queued and never sent (NULL), or sent long ago and maybe lost
         Index("ix_documents_status_enqueued", "status", "enqueued_at"),
+        # failures across batches grouped by their kind (the dashboard, /metrics)
+        Index("ix_documents_status_error_kind", "status", "error_kind"),
     )
 
 
@@ -132,6 +143,9 @@ class Page(Base):
     source: Mapped[PageSource] = mapped_column(_enum(PageSource))
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # read badly: OCR confidence below IMPORTER_REVIEW_CONFIDENCE, or no word found on an
+    # image that is not blank
+    review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Outbox(Base):
