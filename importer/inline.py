@@ -38,6 +38,7 @@ from sqlalchemy import func, or_, select, update
 from importer.db.engine import Database
 from importer.db.lifecycle import finish
 from importer.db.models import Batch, Document, utcnow
+from importer.reasons import ErrorKind
 from importer.states import DocStatus
 
 # How long a sender's claim on its batch lasts unless renewed (it renews every poll).
@@ -170,6 +171,7 @@ def hand_back(db: Database, unreadable: dict[int, str], alive: dict[int, bool]) 
             error=f"inline document not re-sent: {reason} on {host}, and the process that "
             f"submitted it is gone; run `importer retry {batch_id}` on the host that has "
             "the files",
+            error_kind=ErrorKind.not_resent,
         )
 
 

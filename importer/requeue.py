@@ -21,6 +21,7 @@ from importer.db.models import Batch, Document, utcnow
 from importer.gearman.client import GearmanIO
 from importer.gearman.send import send
 from importer.inline_sender import serve
+from importer.reasons import ErrorKind
 from importer.states import DocStatus
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def requeue_stale(
             owner=None,
             status=DocStatus.dead,
             error=f"the worker processing it died on each of {attempts} attempts",
+            error_kind=ErrorKind.worker_died,
         ):
             report.dead += 1
     live = [c for c in candidates if c not in expired or expired[c] < max_attempts]
@@ -172,6 +174,7 @@ def retry_batch(
                 status=DocStatus.queued,
                 attempts=0,
                 error=None,
+                error_kind=None,
                 finished_at=None,
                 next_attempt_at=None,
                 enqueued_at=None if is_inline else utcnow(),

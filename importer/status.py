@@ -33,11 +33,13 @@ BATCHES_LIMIT = 50
 
 @dataclass(frozen=True)
 class BatchStatus:
-    """One batch's counts; its JSON (times in ISO 8601, null until finished)::
+    """One batch's counts; its JSON (times in ISO 8601, null until finished;
+    `pages_review`, the pages marked for review, only when the batch is named)::
 
     {"id": "20260101-120000-a1b2c3", "email": "ops@example.com", "total": 3,
      "queued": 0, "running": 1, "done": 1, "failed": 1, "dead": 1, "pages_done": 7,
-     "created_at": "2026-01-01T12:00:00.250000+00:00", "finished_at": null}
+     "created_at": "2026-01-01T12:00:00.250000+00:00", "finished_at": null,
+     "pages_review": 2}
     """
 
     id: str
@@ -51,9 +53,10 @@ class BatchStatus:
     pages_done: int
     created_at: datetime
     finished_at: datetime | None
+    pages_review: int | None = None  # counted for a batch named, not in the overview
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "id": self.id,
             "email": self.email,
             "total": self.total,
@@ -66,6 +69,9 @@ class BatchStatus:
             "created_at": self.created_at.isoformat(),
             "finished_at": _iso(self.finished_at),
         }
+        if self.pages_review is not None:
+            body["pages_review"] = self.pages_review
+        return body
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> BatchStatus:
@@ -73,6 +79,7 @@ class BatchStatus:
             **{key: body[key] for key in _COUNTS},
             created_at=datetime.fromisoformat(body["created_at"]),
             finished_at=_datetime(body["finished_at"]),
+            pages_review=body.get("pages_review"),
         )
 
 
@@ -81,10 +88,13 @@ _COUNTS = ("id", "email", "total", "queued", "running", "done", "failed", "dead"
 
 @dataclass(frozen=True)
 class DocumentStatus:
-    """One document; `progress` is [pages done, pages] (live from gearmand while running)::
+    """One document; `progress` is [pages done, pages] (live from gearmand while running),
+    `error_kind` the stable code of `error` (`importer.reasons`), `pages_review` its pages
+    marked for review::
 
     {"path": "/data/in/a.pdf", "job_id": "j-5f0c2a9e1b7d4c3a8e6f0b1d", "status": "dead",
-     "progress": [2, 5], "attempts": 3, "error": "worker child ran out of memory"}
+     "progress": [2, 5], "attempts": 3, "error": "worker child ran out of memory",
+     "error_kind": "out-of-memory", "pages_review": 1}
     """
 
     path: str
@@ -93,6 +103,8 @@ class DocumentStatus:
     progress: tuple[int, int]
     attempts: int
     error: str | None
+    error_kind: str | None = None
+    pages_review: int = 0
 
     @property
     def failed(self) -> bool:
@@ -106,6 +118,8 @@ class DocumentStatus:
             "progress": list(self.progress),
             "attempts": self.attempts,
             "error": self.error,
+            "error_kind": self.error_kind,
+            "pages_review": self.pages_review,
         }
 
     @classmethod
@@ -118,17 +132,40 @@ class DocumentStatus:
             progress=(numerator, denominator),
             attempts=body["attempts"],
             error=body["error"],
+            error_kind=body.get("error_kind"),
+            pages_review=body.get("pages_review", 0),
         )
+
+
+@dataclass(frozen=True)
+class ReviewDocument:
+    """A document of the batch with pages marked for review (`importer export --review`
+    lists the pages)::
+
+    {"path": "/data/in/a.pdf", "job_id": "j-5f0c2a9e1b7d4c3a8e6f0b1d", "pages_review": 2}
+    """
+
+    path: str
+    job_id: str
+    pages_review: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "job_id": self.job_id, "pages_review": self.pages_review}
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ReviewDocument:
+        return cls(body["path"], body["job_id"], body["pages_review"])
 
 
 @dataclass(frozen=True)
 class StatusReport:
     """What `importer status --json` prints: the batches, newest first, and the refused
     jobs; with a batch named, its first documents in the order they were submitted and
-    how many it has in all (both keys are absent otherwise)::
+    how many it has in all, and the first of those with pages for review and how many
+    there are (these keys are absent otherwise)::
 
-        {"batches": [...], "rejected_jobs": 0, "replayed_jobs": 1, "documents": [...],
-         "documents_total": 200000}
+        {"batches": [...], "rejected_jobs": 0, "replayed_jobs": 1, "review": [...],
+         "review_total": 3, "documents": [...], "documents_total": 200000}
     """
 
     batches: tuple[BatchStatus, ...]
@@ -136,6 +173,8 @@ class StatusReport:
     replayed_jobs: int  # redeliveries of jobs already finished
     documents: tuple[DocumentStatus, ...] | None = None
     documents_total: int | None = None  # the batch's documents, listed or not
+    review: tuple[ReviewDocument, ...] | None = None
+    review_total: int | None = None  # the batch's documents with pages for review
 
     @property
     def documents_unlisted(self) -> int:
@@ -154,6 +193,11 @@ class StatusReport:
             "rejected_jobs": self.rejected_jobs,
             "replayed_jobs": self.replayed_jobs,
         }
+        if self.review is not None:
+            body["review"] = [r.to_json() for r in self.review]
+            body["review_total"] = (
+                len(self.review) if self.review_total is None else self.review_total
+            )
         if self.documents is not None:
             body["documents"] = [d.to_json() for d in self.documents]
             total = self.documents_total
@@ -163,12 +207,15 @@ class StatusReport:
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> StatusReport:
         docs = body.get("documents")
+        review = body.get("review")
         return cls(
             batches=tuple(BatchStatus.from_json(b) for b in body["batches"]),
             rejected_jobs=body["rejected_jobs"],
             replayed_jobs=body["replayed_jobs"],
             documents=None if docs is None else tuple(DocumentStatus.from_json(d) for d in docs),
             documents_total=body.get("documents_total"),
+            review=None if review is None else tuple(ReviewDocument.from_json(r) for r in review),
+            review_total=body.get("review_total"),
         )
 
 
@@ -261,6 +308,8 @@ def documents(
             Document.pages_done,
             Document.error,
             Document.attempts,
+            Document.error_kind,
+            Document.pages_review,
         )
         .where(listed)
         .order_by(Document.id)
@@ -280,7 +329,18 @@ def documents(
         state = live.get(d.job_id)
         if state is not None and state.known and state.denominator:
             progress = (state.numerator, state.denominator)
-        out.append(DocumentStatus(d.path, d.job_id, d.status, progress, d.attempts, d.error))
+        out.append(
+            DocumentStatus(
+                d.path,
+                d.job_id,
+                d.status,
+                progress,
+                d.attempts,
+                d.error,
+                d.error_kind,
+                d.pages_review,
+            )
+        )
     return tuple(out)
 
 
@@ -291,7 +351,37 @@ def with_documents(
     their number in all."""
     (batch,) = report.batches
     listed = documents(db, batch.id, gio, limit=limit)
-    return dataclasses.replace(report, documents=listed, documents_total=batch.total)
+    review, review_total, pages_review = for_review(db, batch.id, limit=limit)
+    return dataclasses.replace(
+        report,
+        batches=(dataclasses.replace(batch, pages_review=pages_review),),
+        documents=listed,
+        documents_total=batch.total,
+        review=review,
+        review_total=review_total,
+    )
+
+
+def for_review(
+    db: Database, batch_id: str, *, limit: int | None
+) -> tuple[tuple[ReviewDocument, ...], int, int]:
+    """The batch's first `limit` documents with pages marked for review (None: all), how
+    many documents have such pages, and how many pages in all."""
+    marked = (Document.batch_id == batch_id) & (Document.pages_review > 0)
+    query = (
+        select(Document.path, Document.job_id, Document.pages_review)
+        .where(marked)
+        .order_by(Document.id)
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    with db.session() as s:
+        documents, pages = s.execute(
+            select(func.count(), func.coalesce(func.sum(Document.pages_review), 0)).where(marked)
+        ).one()
+        rows = s.execute(query).all() if documents else []
+    listed = tuple(ReviewDocument(path, job_id, count) for path, job_id, count in rows)
+    return listed, int(documents), int(pages)
 
 
 def unfinished(db: Database, batch_id: str) -> int:

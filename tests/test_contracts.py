@@ -15,6 +15,7 @@ from importer.states import DocStatus, JobOutcome
 from importer.status import (
     BatchStatus,
     DocumentStatus,
+    ReviewDocument,
     StatusReport,
     documents,
     overview,
@@ -125,6 +126,8 @@ def seed(db: Database) -> None:
             ("b-new", "/in/d.pdf", DocStatus.running, 4, 1, None, 1),
             ("b-new", "/in/e.pdf", DocStatus.queued, None, 0, None, 0),
         ]
+        kinds = {2: "not-pdf", 3: "out-of-memory"}
+        review = {1: 2}  # pages marked for review
         for n, (batch, path, status, pages, done, error, attempts) in enumerate(rows):
             s.add(
                 Document(
@@ -137,6 +140,8 @@ def seed(db: Database) -> None:
                     pages_done=done,
                     error=error,
                     attempts=attempts,
+                    error_kind=kinds.get(n),
+                    pages_review=review.get(n, 0),
                 )
             )
         s.add_all(
@@ -177,7 +182,15 @@ OLD_BATCH = {
 }
 
 
-def doc_json(n: int, status: str, progress: list[int], attempts: int, error: str | None) -> dict:
+def doc_json(
+    n: int,
+    status: str,
+    progress: list[int],
+    attempts: int,
+    error: str | None,
+    kind: str | None = None,
+    review: int = 0,
+) -> dict:
     return {
         "path": f"/in/{'-abcde'[n]}.pdf",
         "job_id": f"j-{n}",
@@ -185,16 +198,21 @@ def doc_json(n: int, status: str, progress: list[int], attempts: int, error: str
         "progress": progress,
         "attempts": attempts,
         "error": error,
+        "error_kind": kind,
+        "pages_review": review,
     }
 
 
 NEW_DOCUMENTS = [
-    doc_json(1, "done", [3, 3], 1, None),
-    doc_json(2, "failed", [0, 0], 0, "not a PDF"),
-    doc_json(3, "dead", [2, 5], 3, "out of memory (gave up)"),
+    doc_json(1, "done", [3, 3], 1, None, review=2),
+    doc_json(2, "failed", [0, 0], 0, "not a PDF", "not-pdf"),
+    doc_json(3, "dead", [2, 5], 3, "out of memory (gave up)", "out-of-memory"),
     doc_json(4, "running", [1, 4], 1, None),
     doc_json(5, "queued", [0, 0], 0, None),
 ]
+# with the batch named: its pages for review, and the documents that have them
+NAMED_BATCH = {**NEW_BATCH, "pages_review": 2}
+REVIEW = {"review": [{"path": "/in/a.pdf", "job_id": "j-1", "pages_review": 2}], "review_total": 1}
 
 
 def assert_same_json(got: object, expected: object) -> None:
@@ -216,9 +234,10 @@ def test_status_json_keys_and_values(database_url: str) -> None:
     assert_same_json(
         with_docs.to_json(),
         {
-            "batches": [NEW_BATCH],
+            "batches": [NAMED_BATCH],
             "rejected_jobs": 2,
             "replayed_jobs": 1,
+            **REVIEW,
             "documents": NEW_DOCUMENTS,
             "documents_total": 5,
         },
@@ -239,9 +258,10 @@ def test_status_json_as_the_command_prints_it(env: dict[str, str]) -> None:
     assert_same_json(
         json.loads(printed),
         {
-            "batches": [NEW_BATCH],
+            "batches": [NAMED_BATCH],
             "rejected_jobs": 2,
             "replayed_jobs": 1,
+            **REVIEW,
             "documents": NEW_DOCUMENTS,
             "documents_total": 5,
         },
@@ -251,7 +271,9 @@ def test_status_json_as_the_command_prints_it(env: dict[str, str]) -> None:
     assert "2 forged or invalid jobs rejected by workers" in table
 
 
-@pytest.mark.parametrize("cls", [BatchStatus, DocumentStatus])
-def test_status_docstring_examples_read_back(cls: type[BatchStatus] | type[DocumentStatus]) -> None:
+@pytest.mark.parametrize("cls", [BatchStatus, DocumentStatus, ReviewDocument])
+def test_status_docstring_examples_read_back(
+    cls: type[BatchStatus] | type[DocumentStatus] | type[ReviewDocument],
+) -> None:
     body = json.loads(example(cls))
     assert_same_json(cls.from_json(body).to_json(), body)

@@ -51,8 +51,9 @@ ENGINE_MESSAGES = [
     messages.Info(3),
     messages.Info(0),
     messages.Step(),
-    messages.Page(2, "Dear Sir,\n\fnaïve ✓", PageSource.ocr, 91.25, 2.5),
-    messages.Page(3, "", PageSource.text_layer, None, 0.0),
+    messages.Page(2, "Dear Sir,\n\fnaïve ✓", PageSource.ocr, 91.25, 2.5, False),
+    messages.Page(4, "", PageSource.ocr, None, 0.5, True),
+    messages.Page(3, "", PageSource.text_layer, None, 0.0, False),
     messages.Done(),
     messages.Error("CorruptPdf", "the PDF's page tree is damaged"),
 ]
@@ -92,6 +93,8 @@ def test_error_example_names_the_error_raised() -> None:
 def test_pages_and_info_convert_to_what_the_engine_yields() -> None:
     page = PageResult(5, "text", PageSource.text_layer, None, 0.25)
     assert messages.Page.of(page).result() == page
+    blank = PageResult(6, "", PageSource.ocr, None, 0.5, blank=True)
+    assert messages.Page.of(blank).result() == blank
     info = messages.decode(messages.Info(4).encode())
     assert isinstance(info, messages.Info) and DocumentInfo(info.pages) == DocumentInfo(4)
 
@@ -156,37 +159,48 @@ def test_fork_server_docstring_examples_decode(cls: type[control.Request | contr
         (b'{"t": "info", "pages": 3, "x": 1}', "engine message info has unknown fields x"),
         (b'{"t": "done", "pages": 3}', "engine message done has unknown fields pages"),
         (
-            b'{"t": "page", "number": 1, "text": "a", "source": "ocr", "confidence": 1}',
+            b'{"t": "page", "number": 1, "text": "a", "source": "ocr", "confidence": 1,'
+            b' "blank": false}',
             "engine message page lacks seconds",
         ),
         (
-            b'{"t": "page", "number": 0, "text": "a", "source": "ocr", "confidence": 1,'
+            b'{"t": "page", "number": 1, "text": "a", "source": "ocr", "confidence": 1,'
             b' "seconds": 1}',
+            "engine message page lacks blank",
+        ),
+        (
+            b'{"t": "page", "number": 1, "text": "a", "source": "ocr", "confidence": 1,'
+            b' "seconds": 1, "blank": 0}',
+            "engine message page blank must be true or false",
+        ),
+        (
+            b'{"t": "page", "number": 0, "text": "a", "source": "ocr", "confidence": 1,'
+            b' "seconds": 1, "blank": false}',
             "engine message page number must be at least 1",
         ),
         (
             b'{"t": "page", "number": 1, "text": ["a"], "source": "ocr", "confidence": 1,'
-            b' "seconds": 1}',
+            b' "seconds": 1, "blank": false}',
             "engine message page text must be a string",
         ),
         (
             b'{"t": "page", "number": 1, "text": "a", "source": "pickle", "confidence": 1,'
-            b' "seconds": 1}',
+            b' "seconds": 1, "blank": false}',
             "engine message page source must be one of 'ocr', 'text-layer'",
         ),
         (
             b'{"t": "page", "number": 1, "text": "a", "source": "ocr", "confidence": NaN,'
-            b' "seconds": 1}',
+            b' "seconds": 1, "blank": false}',
             "engine message is not JSON",
         ),
         (
             b'{"t": "page", "number": 1, "text": "a", "source": "ocr", "confidence": 1e999,'
-            b' "seconds": 1}',
+            b' "seconds": 1, "blank": false}',
             "engine message page confidence must be a finite number",
         ),
         (
             b'{"t": "page", "number": 1, "text": "a", "source": "ocr", "confidence": "high",'
-            b' "seconds": 1}',
+            b' "seconds": 1, "blank": false}',
             "engine message page confidence must be a number",
         ),
         (b'{"t": "error", "kind": "SystemExit", "reason": "x"}', "unknown kind 'SystemExit'"),
@@ -283,7 +297,7 @@ def watch_lines(*lines: bytes) -> list[object]:
 
 
 def test_the_worker_relays_a_childs_lines_as_results() -> None:
-    page = messages.Page(1, "hello", PageSource.ocr, 88.0, 1.0)
+    page = messages.Page(1, "hello", PageSource.ocr, 88.0, 1.0, False)
     got = watch_lines(
         messages.Info(1).encode(), messages.Step().encode(), page.encode(), messages.Done().encode()
     )

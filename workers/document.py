@@ -6,8 +6,10 @@ Plain data only, so it crosses into the isolated child and back as JSON.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from importer.errors import ImporterError
+from importer.reasons import ErrorKind
 from importer.states import PageSource
 
 MB = 2**20
@@ -39,6 +41,7 @@ class PageResult:
     source: PageSource
     confidence: float | None  # mean OCR word confidence 0-100; None for a text layer
     seconds: float
+    blank: bool = False  # an OCRed page whose image holds no ink (workers.review)
 
 
 class DocumentError(ImporterError):
@@ -46,6 +49,7 @@ class DocumentError(ImporterError):
     whether a later attempt may succeed (the worker retries only those)."""
 
     transient: bool = False
+    kind: ClassVar[ErrorKind] = ErrorKind.crashed  # documents.error_kind
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -55,26 +59,37 @@ class DocumentError(ImporterError):
 class NotAPdf(DocumentError):
     """The file does not start like a PDF."""
 
+    kind = ErrorKind.not_pdf
+
 
 class EncryptedPdf(DocumentError):
     """The PDF needs a password to open."""
+
+    kind = ErrorKind.encrypted
 
 
 class CorruptPdf(DocumentError):
     """The PDF is damaged beyond what poppler can read."""
 
+    kind = ErrorKind.corrupt
+
 
 class OverLimit(DocumentError):
     """The file, its page count or a page's size is over a configured cap."""
+
+    kind = ErrorKind.over_limit
 
 
 class LanguageUnavailable(DocumentError):
     """Tesseract has no data for a requested language: the operator must install it."""
 
+    kind = ErrorKind.language
+
 
 class FileUnreadable(DocumentError):
     """The file could not be opened or read: gone, unreadable, or storage trouble."""
 
+    kind = ErrorKind.unreadable
     transient = True
 
 
@@ -82,30 +97,35 @@ class PageTimeout(DocumentError):
     """One step (the structure, the text layer, or rendering and reading one page) ran
     past the per-page timeout."""
 
+    kind = ErrorKind.timeout
     transient = True
 
 
 class DocumentTimeout(DocumentError):
     """The whole document ran past the per-document timeout."""
 
+    kind = ErrorKind.timeout
     transient = True
 
 
 class ChildCrashed(DocumentError):
     """The engine's child, or a program it ran, died unexpectedly."""
 
+    kind = ErrorKind.crashed
     transient = True
 
 
 class OutOfMemory(DocumentError):
     """The engine's child ran out of its address-space limit."""
 
+    kind = ErrorKind.out_of_memory
     transient = True
 
 
 class ToolFailed(DocumentError):
     """An external program failed in a way the document may not be to blame for."""
 
+    kind = ErrorKind.tool_failed
     transient = True
 
 

@@ -7,6 +7,7 @@ read by the engine's child through that open descriptor.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
@@ -23,12 +24,14 @@ from importer.config import Settings
 from importer.db import lifecycle
 from importer.db.engine import Database
 from importer.errors import ImporterError, PayloadRejected
+from importer.reasons import ErrorKind
 from importer.states import DocStatus, JobOutcome
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
 from workers.inline import InlineSpool
 from workers.opening import Refused, open_confined
 from workers.owner import dead_here
+from workers.review import needs_review
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +141,18 @@ def handle(
         fd = open_confined(claimed.path, ctx.roots, claimed.size)
     except Refused as e:
         lifecycle.finish(
-            ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=e.reason
+            ctx.db,
+            claimed.id,
+            owner=ctx.owner,
+            status=DocStatus.failed,
+            error=e.reason,
+            error_kind=e.kind,
         )
         return Outcome(JobOutcome.failed, e.reason)
     except OSError as e:
-        return _retry(ctx, claimed, f"cannot open {claimed.path}: {e.strerror or e}")
+        gone = e.errno == errno.ENOENT
+        kind = ErrorKind.missing if gone else ErrorKind.unreadable
+        return _retry(ctx, claimed, f"cannot open {claimed.path}: {e.strerror or e}", kind)
     try:
         return _process(ctx, claimed, fd, progress, should_stop)
     finally:
@@ -189,13 +199,21 @@ def _inline(
             f"the inline bytes ({len(content):,}) are not the file recorded at submit "
             f"({claimed.size:,} bytes); refused"
         )
-        lifecycle.finish(ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=reason)
+        lifecycle.finish(
+            ctx.db,
+            claimed.id,
+            owner=ctx.owner,
+            status=DocStatus.failed,
+            error=reason,
+            error_kind=ErrorKind.changed,
+        )
         return Outcome(JobOutcome.failed, reason)
     try:
         fd = ctx.spool.spool(content)
     except (OSError, Refused) as e:
         reason = e.reason if isinstance(e, Refused) else (e.strerror or str(e))
-        return _retry(ctx, claimed, f"cannot write the inline bytes to {ctx.spool.dir}: {reason}")
+        why = f"cannot write the inline bytes to {ctx.spool.dir}: {reason}"
+        return _retry(ctx, claimed, why, ErrorKind.unreadable)
     try:
         return _process(ctx, claimed, fd, progress, should_stop)
     finally:
@@ -272,6 +290,7 @@ def _read(
     done = len(claimed.done_pages)
     last_flush = time.monotonic()
     lease = ctx.settings.lease_seconds
+    review_below = ctx.settings.review_confidence
 
     def flush() -> bool:
         nonlocal pending, last_flush, count
@@ -296,7 +315,12 @@ def _read(
             elif isinstance(event, PageResult):
                 pending.append(
                     lifecycle.StoredPage(
-                        event.number, event.text, event.source, event.confidence, event.seconds
+                        event.number,
+                        event.text,
+                        event.source,
+                        event.confidence,
+                        event.seconds,
+                        review=needs_review(event, review_below),
                     )
                 )
                 done += 1
@@ -314,10 +338,15 @@ def _read(
         flush()
         if not e.transient:
             lifecycle.finish(
-                ctx.db, claimed.id, owner=ctx.owner, status=DocStatus.failed, error=e.reason
+                ctx.db,
+                claimed.id,
+                owner=ctx.owner,
+                status=DocStatus.failed,
+                error=e.reason,
+                error_kind=e.kind,
             )
             return Outcome(JobOutcome.failed, e.reason)
-        return _retry(ctx, claimed, e.reason)
+        return _retry(ctx, claimed, e.reason, e.kind)
     finally:
         _close(events)
     finished = lifecycle.finish(
@@ -333,10 +362,15 @@ def _read(
     return Outcome(JobOutcome.done, f"{done} pages")
 
 
-def _retry(ctx: JobContext, claimed: lifecycle.Claimed, reason: str) -> Outcome:
+def _retry(ctx: JobContext, claimed: lifecycle.Claimed, reason: str, kind: ErrorKind) -> Outcome:
     """A transient failure: the document is queued again after a backoff, or is dead."""
     status = lifecycle.retry_later(
-        ctx.db, claimed.id, owner=ctx.owner, error=reason, max_attempts=ctx.settings.max_attempts
+        ctx.db,
+        claimed.id,
+        owner=ctx.owner,
+        error=reason,
+        error_kind=kind,
+        max_attempts=ctx.settings.max_attempts,
     )
     return Outcome(JobOutcome.dead if status == DocStatus.dead else JobOutcome.retry, reason)
 

@@ -119,10 +119,11 @@ class Step(_Message):
 
 @dataclass(frozen=True)
 class Page(_Message):
-    """One page read (`confidence` is null for a text layer)::
+    """One page read (`confidence` is null for a text layer; `blank`: an OCRed page whose
+    image holds no ink, see `workers.review`; always false for a text layer)::
 
     {"t": "page", "number": 3, "text": "Dear Sir,", "source": "ocr", "confidence": 91.5,
-     "seconds": 2.41}
+     "seconds": 2.41, "blank": false}
     """
 
     t = "page"
@@ -131,13 +132,16 @@ class Page(_Message):
     source: PageSource
     confidence: float | None
     seconds: float
+    blank: bool
 
     @classmethod
     def of(cls, page: PageResult) -> Page:
-        return cls(page.number, page.text, page.source, page.confidence, page.seconds)
+        return cls(page.number, page.text, page.source, page.confidence, page.seconds, page.blank)
 
     def result(self) -> PageResult:
-        return PageResult(self.number, self.text, self.source, self.confidence, self.seconds)
+        return PageResult(
+            self.number, self.text, self.source, self.confidence, self.seconds, self.blank
+        )
 
     @classmethod
     def _read(cls, f: Fields) -> Page:
@@ -147,6 +151,7 @@ class Page(_Message):
             source=f.choice("source", PageSource),
             confidence=f.optional_number("confidence"),
             seconds=f.number("seconds"),
+            blank=f.boolean("blank"),
         )
 
 

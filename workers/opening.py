@@ -14,6 +14,8 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
+from importer.reasons import ErrorKind
+
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture
 _AT_FDCWD = -100
 _RESOLVE_NO_MAGICLINKS = 0x02
@@ -30,11 +32,13 @@ class _OpenHow(ctypes.Structure):
 
 
 class Refused(Exception):
-    """The file may not be read, whatever happens next: `reason` says why, for a person."""
+    """The file may not be read, whatever happens next: `reason` says why, for a person,
+    `kind` for grouping (`importer.reasons`)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: ErrorKind) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 def open_confined(path: str, roots: Sequence[Path], size: int | None) -> int:
@@ -46,31 +50,39 @@ def open_confined(path: str, roots: Sequence[Path], size: int | None) -> int:
     attempt may get past.
     """
     if roots and not _within(Path(path), roots):  # nothing outside the roots is even opened
-        raise Refused(f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused")
+        raise Refused(
+            f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused", ErrorKind.outside_roots
+        )
     try:
         fd = _open_no_links(path)
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise Refused(f"path {path} goes through a symbolic link; refused") from e
+            raise Refused(
+                f"path {path} goes through a symbolic link; refused", ErrorKind.link
+            ) from e
         raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise Refused(f"path {path} is not a regular file; refused")
+            raise Refused(f"path {path} is not a regular file; refused", ErrorKind.not_a_file)
         real = os.readlink(f"/proc/self/fd/{fd}")  # where the open file really is
         if real != path:
-            raise Refused(f"path {path} resolves elsewhere ({real}); refused")
+            raise Refused(f"path {path} resolves elsewhere ({real}); refused", ErrorKind.link)
         if roots and not _within(Path(real), roots):
-            raise Refused(f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused")
+            raise Refused(
+                f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused", ErrorKind.outside_roots
+            )
         if info.st_nlink != 1:  # another name, maybe outside the roots, for the same file
             raise Refused(
                 f"path {path} has {info.st_nlink} hard links (one may lie outside the roots);"
-                " refused: import a copy of it"
+                " refused: import a copy of it",
+                ErrorKind.link,
             )
         if size is not None and info.st_size != size:
             raise Refused(
                 f"{path} changed since it was submitted ({info.st_size:,} bytes, {size:,}"
-                " recorded); refused: submit it again with --force"
+                " recorded); refused: submit it again with --force",
+                ErrorKind.changed,
             )
     except BaseException:
         os.close(fd)

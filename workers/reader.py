@@ -20,7 +20,7 @@ from importer.languages import (
     parse_languages,
 )
 from importer.states import PageSource, TextLayerMode
-from workers import ocr, pdf, probe, textlayer
+from workers import ocr, pdf, probe, review, textlayer
 from workers.document import (
     MB,
     ChildCrashed,
@@ -317,6 +317,7 @@ class _Reader:
             )
             step = "Tesseract"
             result = ocr.read_page(image, lang=self.lang, dpi=dpi, deadline=deadline)
+            blank = review.is_blank(image, dpi)
         except ToolTimeout as e:
             raise self._timeout(f"{step} timed out on page {number}", deadline) from e
         except ToolKilled as e:
@@ -335,7 +336,7 @@ class _Reader:
             if image is not None:
                 image.unlink(missing_ok=True)
         seconds = time.monotonic() - started
-        return PageResult(number, result.text, PageSource.ocr, result.confidence, seconds)
+        return PageResult(number, result.text, PageSource.ocr, result.confidence, seconds, blank)
 
     def _step_deadline(self) -> float:
         """A step gets the page timeout, within what is left of the document's."""

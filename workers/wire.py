@@ -77,6 +77,12 @@ class Fields:
     def optional_number(self, name: str) -> float | None:
         return None if self.body[name] is None else self.number(name)
 
+    def boolean(self, name: str) -> bool:
+        value = self.body[name]
+        if not isinstance(value, bool):
+            raise self._wrong(name, "true or false")
+        return value
+
     def text(self, name: str) -> str:
         value = self.body[name]
         if not isinstance(value, str):

@@ -19,6 +19,7 @@ from importer.db.engine import Database
 from importer.db.models import Batch, Document, Outbox, Page, RejectedJob, utcnow
 from importer.db.outbox_key import OutboxKey
 from importer.db.retry import waits_for_database
+from importer.reasons import ErrorKind
 from importer.states import (
     FINISHED,
     UNFINISHED,
@@ -65,6 +66,7 @@ class StoredPage:
     source: PageSource
     confidence: float | None
     seconds: float | None
+    review: bool = False  # read badly: see workers.review
 
 
 @waits_for_database
@@ -121,6 +123,7 @@ def claim(
         doc.lease_expires_at = now + timedelta(seconds=lease_seconds)
         doc.attempts += 1
         doc.error = None
+        doc.error_kind = None
         doc.next_attempt_at = None
         doc.started_at = doc.started_at or now
         return Claimed(
@@ -199,10 +202,7 @@ def _store(  # type: ignore[no-untyped-def]
         return False
     if pages:
         _put_pages(s, doc_id, pages)
-        s.execute(
-            update(Document).where(Document.id == doc_id).values(pages_done=_pages_done(doc_id)),
-            execution_options={"synchronize_session": False},
-        )
+        s.execute(_PAGE_TOTALS, {"doc_id": doc_id}, **_NO_SYNC_KW)
     return True
 
 
@@ -211,12 +211,6 @@ def _put_pages(s, doc_id: int, pages: Sequence[StoredPage]) -> None:  # type: ig
     numbers = [p.number for p in pages]
     s.execute(delete(Page).where(Page.document_id == doc_id, Page.number.in_(numbers)))
     s.execute(insert(Page), _page_rows(doc_id, pages))
-
-
-def _pages_done(doc_id: int):  # type: ignore[no-untyped-def]
-    return (
-        select(func.count()).select_from(Page).where(Page.document_id == doc_id).scalar_subquery()
-    )
 
 
 class Finished(StrEnum):
@@ -246,12 +240,33 @@ _BATCH_OF_DOC = (
 _DELETE_PAGES = delete(Page).where(
     Page.document_id == _DOC, Page.number.in_(bindparam("numbers", expanding=True))
 )
-_PAGES_DONE = (
-    select(func.count()).select_from(Page).where(Page.document_id == _DOC).scalar_subquery()
-)
+
+
+def _pages_where(*where: Any) -> Any:
+    return (
+        select(func.count())
+        .select_from(Page)
+        .where(Page.document_id == _DOC, *where)
+        .scalar_subquery()
+    )
+
+
+# A document's figures, counted from its pages rows in the transaction that stores them,
+# so that a replayed job (pages stored again) leaves them right.
+_PAGE_FIGURES = {
+    "pages_done": _pages_where(),
+    "pages_text_layer": _pages_where(Page.source == PageSource.text_layer),
+    "pages_ocr": _pages_where(Page.source == PageSource.ocr),
+    "pages_review": _pages_where(Page.review.is_(True)),
+    "mean_confidence": select(func.avg(Page.confidence))
+    .where(Page.document_id == _DOC, Page.source == PageSource.ocr)
+    .scalar_subquery(),
+}
+_PAGE_TOTALS = update(Document).where(Document.id == _DOC).values(**_PAGE_FIGURES)
 _FINISHED = {
     "status": bindparam("new_status", type_=Document.status.type),
     "error": bindparam("new_error", type_=Document.error.type),
+    "error_kind": bindparam("new_error_kind", type_=Document.error_kind.type),
     "finished_at": bindparam("now", type_=Document.finished_at.type),
     "lease_owner": None,
     "lease_expires_at": None,
@@ -267,9 +282,9 @@ _FINISH_OWNED = (
     .returning(Document.job_id)
 )
 _FINISH_OWNED_PAGES = _FINISH_OWNED.values(
-    **_FINISHED, pages=bindparam("page_count"), pages_done=_PAGES_DONE
+    **_FINISHED, pages=bindparam("page_count"), **_PAGE_FIGURES
 )
-_FINISH_OWNED_PAGES_ONLY = _FINISH_OWNED.values(**_FINISHED, pages_done=_PAGES_DONE)
+_FINISH_OWNED_PAGES_ONLY = _FINISH_OWNED.values(**_FINISHED, **_PAGE_FIGURES)
 _FINISH_OWNED_COUNT = _FINISH_OWNED.values(**_FINISHED, pages=bindparam("page_count"))
 _FINISH_OWNED = _FINISH_OWNED.values(**_FINISHED)
 _FINISH_ANY = (
@@ -299,6 +314,7 @@ def finish(
     owner: str | None,
     status: DocStatus,
     error: str | None = None,
+    error_kind: ErrorKind | None = None,
     pages: Sequence[StoredPage] = (),
     page_count: int | None = None,
 ) -> Finished:
@@ -309,7 +325,8 @@ def finish(
     The batch row is locked first so that two workers finishing the last two documents
     at once serialize here: exactly one of them sees none left and writes the outbox row.
     Returns whether this call made the transition (false: the lease was lost), and
-    whether it queued an e-mail.
+    whether it queued an e-mail. `error_kind` is the stable code beside `error`
+    (`importer.reasons`); a document done has neither.
     """
     assert status in FINISHED
     assert owner or not (pages or page_count is not None), "only the lease owner stores pages"
@@ -320,6 +337,7 @@ def finish(
         "owner": owner,
         "new_status": status,
         "new_error": error,
+        "new_error_kind": None if error_kind is None else error_kind.value,
         "now": now,
         "page_count": page_count,
     }
@@ -370,6 +388,7 @@ def _page_rows(doc_id: int, pages: Sequence[StoredPage]) -> list[dict[str, objec
             "source": p.source,
             "confidence": p.confidence,
             "seconds": p.seconds,
+            "review": p.review,
         }
         for p in pages
     ]
@@ -407,16 +426,23 @@ def close_batch_if_done(db: Database, batch_id: str) -> None:
 
 @waits_for_database
 def retry_later(
-    db: Database, doc_id: int, *, owner: str, error: str, max_attempts: int
+    db: Database,
+    doc_id: int,
+    *,
+    owner: str,
+    error: str,
+    error_kind: ErrorKind,
+    max_attempts: int,
 ) -> DocStatus:
-    """A transient failure: queue the document again after a backoff, or declare it dead."""
+    """A transient failure: queue the document again after a backoff, or declare it dead;
+    either way it keeps the failure's kind (a dead one, its last failure's)."""
     with db.session() as s:
         attempts = s.scalar(select(Document.attempts).where(_owned(doc_id, owner)))
     if attempts is None:
         return DocStatus.running
     if attempts >= max_attempts:
         reason = f"{error} (gave up after {attempts} attempts)"
-        finish(db, doc_id, owner=owner, status=DocStatus.dead, error=reason)
+        finish(db, doc_id, owner=owner, status=DocStatus.dead, error=reason, error_kind=error_kind)
         return DocStatus.dead
     due = utcnow() + timedelta(seconds=DOCUMENT_RETRY.delay(attempts - 1))
     with db.session() as s:
@@ -426,6 +452,7 @@ def retry_later(
             .values(
                 status=DocStatus.queued,
                 error=error,
+                error_kind=error_kind.value,
                 lease_owner=None,
                 lease_expires_at=None,
                 next_attempt_at=due,
