@@ -1,4 +1,4 @@
-"""`importer export` and `importer search`: the imported text, streamed."""
+"""`importer export`: the imported text, streamed."""
 
 from __future__ import annotations
 
@@ -12,12 +12,27 @@ from sqlalchemy import select
 from importer.db.engine import Database
 from importer.db.models import Document, Page
 
+# jsonl: exactly the keys of DESIGN.md's public interface
 FIELDS = ["batch_id", "path", "sha256", "status", "pages", "text", "error", "job_id"]
+# csv: those, then each document's own figures (seconds: from its start to its finish)
+CSV_FIELDS = [
+    *FIELDS,
+    "pages_text_layer",
+    "pages_ocr",
+    "mean_confidence",
+    "pages_review",
+    "attempts",
+    "seconds",
+]
 FORM_FEED = "\f"
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV
+# Injection"); such a cell is written with a leading single quote, which shows it as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def records(db: Database, batch_id: str | None = None) -> Iterator[dict[str, Any]]:
-    """One dict per document; `text` is the pages in order joined with a form feed."""
+    """One dict per document with the keys of CSV_FIELDS; `text` is the pages in order
+    joined with a form feed."""
     query = select(Document).order_by(Document.batch_id, Document.path, Document.id)
     if batch_id:
         query = query.where(Document.batch_id == batch_id)
@@ -35,6 +50,12 @@ def records(db: Database, batch_id: str | None = None) -> Iterator[dict[str, Any
                 "text": FORM_FEED.join(texts),
                 "error": doc.error,
                 "job_id": doc.job_id,
+                "pages_text_layer": doc.pages_text_layer,
+                "pages_ocr": doc.pages_ocr,
+                "mean_confidence": doc.mean_confidence,
+                "pages_review": doc.pages_review,
+                "attempts": doc.attempts,
+                "seconds": _seconds(doc),
             }
 
 
@@ -42,33 +63,29 @@ def write(db: Database, out: IO[str], fmt: str, batch_id: str | None = None) -> 
     count = 0
     writer = None
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=FIELDS)
+        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
         writer.writeheader()
     for rec in records(db, batch_id):
         if fmt == "jsonl":
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            out.write(json.dumps({k: rec[k] for k in FIELDS}, ensure_ascii=False) + "\n")
         elif writer is not None:
-            writer.writerow(rec)
+            writer.writerow({k: _cell(v) for k, v in rec.items()})
         else:
             out.write(f"==> {rec['path']} [{rec['status']}] <==\n{rec['text']}\n")
         count += 1
     return count
 
 
-def search(db: Database, query: str, limit: int = 20) -> list[dict[str, Any]]:
-    """Pages whose text contains the query (case-insensitive), with a snippet around it."""
-    with db.session() as s:
-        rows = s.execute(
-            select(Document.path, Document.batch_id, Page.number, Page.text)
-            .join(Page)
-            .where(Page.text.icontains(query, autoescape=True))
-            .order_by(Document.path, Page.number)
-            .limit(limit)
-        ).all()
-    hits = []
-    for path, batch_id, number, text in rows:
-        at = text.lower().find(query.lower())
-        start = max(0, at - 60)
-        snippet = " ".join(text[start : at + len(query) + 60].split())
-        hits.append({"path": path, "batch_id": batch_id, "page": number, "snippet": snippet})
-    return hits
+def _seconds(doc: Document) -> float | None:
+    """How long the document took, from its start to its finish; None while unfinished."""
+    if doc.started_at is None or doc.finished_at is None:
+        return None
+    return round((doc.finished_at - doc.started_at).total_seconds(), 3)
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: file names, errors and page text come from
+    outside, and a leading quote is how OWASP's advice keeps a formula from running."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value

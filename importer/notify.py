@@ -1,9 +1,10 @@
 """Compose the e-mails a submitter receives: one per batch, or one per document.
 
-File names and error texts come from the files being imported, so they are treated as
-hostile: they only ever appear in the plain-text body, escaped so that a name holding a
-newline or a bidi override cannot forge lines, and never in a header. Headers are built
-with `email.headerregistry`, which refuses CR/LF outright.
+Each is multipart/alternative: a plain-text part and an HTML part (importer.report_mail)
+that say the same. File names and error texts come from the files being imported, so they
+are treated as hostile: they only ever appear in the bodies, with what could forge a line
+or hide text escaped (importer.report_text), HTML-escaped in the HTML part, and never in a
+header. Headers are built with `email.headerregistry`, which refuses CR/LF outright.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import email.policy
 import hashlib
 import re
 import unicodedata
-from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -21,27 +21,55 @@ from email.message import EmailMessage
 from email_validator import EmailNotValidError, validate_email
 
 from importer.errors import BadInput
+from importer.report_mail import render_html
+from importer.report_text import (
+    aware,
+    count,
+    format_duration,
+    multiline,
+    printable,
+    when,
+)
 from importer.states import DocStatus
 
 _EXAMPLE = "give one address such as ops@example.com"
-_UNSAFE_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _LOCAL_DOMAINS = ("localhost",)
 
+# A batch e-mail names at most this many failed documents, and as many with pages to
+# review; it says how many more there are and which command lists them all.
+LISTED = 1_000
 
-# Example: FailedDocument("/data/scans/2019/a.pdf", DocStatus.failed, "encrypted PDF")
+
+# Example: FailedDocument("/data/scans/2019/a.pdf", DocStatus.failed, "encrypted PDF", "encrypted")
 @dataclass(frozen=True)
 class FailedDocument:
-    """One document of a batch that was not imported, with the reason shown to the user."""
+    """One document of a batch that was not imported, with the reason shown to the user
+    and its stable kind (documents.error_kind) when the worker gave one."""
 
     path: str
     status: DocStatus
     reason: str
+    kind: str | None = None
+
+
+# Example: ReviewDocument("/data/scans/2019/b.pdf", pages_review=2, pages=14)
+@dataclass(frozen=True)
+class ReviewDocument:
+    """An imported document with pages read badly enough that a person should look."""
+
+    path: str
+    pages_review: int
+    pages: int
 
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """Everything the batch e-mail says, gathered from the database when the batch ends."""
+    """Everything the batch e-mail says, gathered from the database when the batch ends.
+
+    `failed` and `review` hold the first `LISTED` documents by path; the counts beside
+    them are of all documents (None: count the list).
+    """
 
     batch_id: str
     email: str
@@ -52,6 +80,45 @@ class BatchSummary:
     skipped: int
     created_at: datetime
     finished_at: datetime
+    failed_count: int | None = None
+    dead_count: int | None = None
+    pages_text_layer: int = 0
+    pages_ocr: int = 0
+    pages_review: int = 0
+    review: list[ReviewDocument] = field(default_factory=list)
+    review_count: int | None = None
+
+    @property
+    def n_failed(self) -> int:
+        if self.failed_count is not None:
+            return self.failed_count
+        return sum(doc.status == DocStatus.failed for doc in self.failed)
+
+    @property
+    def n_dead(self) -> int:
+        if self.dead_count is not None:
+            return self.dead_count
+        return sum(doc.status == DocStatus.dead for doc in self.failed)
+
+    @property
+    def not_imported(self) -> int:
+        return self.n_failed + self.n_dead
+
+    @property
+    def failed_unlisted(self) -> int:
+        return max(0, self.not_imported - len(self.failed))
+
+    @property
+    def n_review(self) -> int:
+        return len(self.review) if self.review_count is None else self.review_count
+
+    @property
+    def review_unlisted(self) -> int:
+        return max(0, self.n_review - len(self.review))
+
+    @property
+    def seconds(self) -> float:
+        return (aware(self.finished_at) - aware(self.created_at)).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -66,6 +133,10 @@ class DocumentSummary:
     pages: int
     error: str | None
     seconds: float
+    error_kind: str | None = None
+    pages_text_layer: int = 0
+    pages_ocr: int = 0
+    pages_review: int = 0
 
 
 # Addresses --------------------------------------------------------------------------
@@ -143,15 +214,14 @@ def batch_message(summary: BatchSummary, *, mail_from: str) -> EmailMessage:
     twice for the same finish shows up as a duplicate, while the summary after an
     `importer retry` is a new message that mail clients will not suppress.
     """
-    failed = len(summary.failed)
     noun = "document" if summary.total == 1 else "documents"
     subject = (
-        f"[importer] batch {_printable(summary.batch_id)} done: "
-        f"{summary.done} of {summary.total} {noun} imported"
+        f"[importer] batch {printable(summary.batch_id)} done: "
+        f"{count(summary.done)} of {count(summary.total)} {noun} imported"
     )
-    if failed:
-        subject += f", {failed} failed"
-    finished = _aware(summary.finished_at)
+    if summary.not_imported:
+        subject += f", {count(summary.not_imported)} failed"
+    finished = aware(summary.finished_at)
     message = _envelope(
         mail_from=mail_from,
         to=summary.email,
@@ -160,13 +230,16 @@ def batch_message(summary: BatchSummary, *, mail_from: str) -> EmailMessage:
         id_parts=("batch", summary.batch_id, finished.strftime("%Y%m%dT%H%M%SZ")),
         batch_id=summary.batch_id,
     )
-    _set_body(message, _batch_body(summary))
+    html = render_html(
+        "batch.html", summary=summary, batch=printable(summary.batch_id), subject=subject
+    )
+    _set_body(message, _batch_body(summary), html)
     return message
 
 
 def document_message(summary: DocumentSummary, *, mail_from: str) -> EmailMessage:
     """One e-mail per finished document, for `--notify each`."""
-    batch = _printable(summary.batch_id)
+    batch = printable(summary.batch_id)
     if summary.status == DocStatus.done:
         pages = "page" if summary.pages == 1 else "pages"
         subject = f"[importer] document done: {summary.pages} {pages} imported (batch {batch})"
@@ -180,7 +253,8 @@ def document_message(summary: DocumentSummary, *, mail_from: str) -> EmailMessag
         id_parts=("doc", summary.job_id, str(summary.status)),
         batch_id=summary.batch_id,
     )
-    _set_body(message, _document_body(summary))
+    html = render_html("document.html", summary=summary, batch=batch, subject=subject)
+    _set_body(message, _document_body(summary), html)
     return message
 
 
@@ -208,109 +282,109 @@ def _envelope(
 
 
 def _batch_body(summary: BatchSummary) -> str:
-    batch = _printable(summary.batch_id)
-    kinds = Counter(str(doc.status) for doc in summary.failed)
-    kinds_text = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-    took = format_duration(
-        (_aware(summary.finished_at) - _aware(summary.created_at)).total_seconds()
-    )
+    batch = printable(summary.batch_id)
+    kinds = {"dead": summary.n_dead, "failed": summary.n_failed}
+    kinds_text = ", ".join(f"{count(n)} {kind}" for kind, n in kinds.items() if n)
     lines = [
         f"Batch {batch} has finished.",
         "",
-        f"  Imported:  {summary.done} of {summary.total} documents, {summary.pages} pages",
-        f"  Failed:    {len(summary.failed)}" + (f" ({kinds_text})" if kinds_text else ""),
-        f"  Skipped:   {summary.skipped} (not queued when submitted)",
-        f"  Took:      {took}",
-        f"  Submitted: {_when(summary.created_at)}",
-        f"  Finished:  {_when(summary.finished_at)}",
+        f"  Imported:  {count(summary.done)} of {count(summary.total)} documents, "
+        f"{count(summary.pages)} pages",
+        f"  Pages:     {count(summary.pages_text_layer)} from the text layer, "
+        f"{count(summary.pages_ocr)} by OCR, {count(summary.pages_review)} to review",
+        f"  Failed:    {count(summary.not_imported)}" + (f" ({kinds_text})" if kinds_text else ""),
+        f"  Skipped:   {count(summary.skipped)} (not queued when submitted)",
+        f"  Started:   {when(summary.created_at)}",
+        f"  Finished:  {when(summary.finished_at)}",
+        f"  Took:      {format_duration(summary.seconds)}",
     ]
     if summary.failed:
-        lines += ["", f"Documents that were not imported ({len(summary.failed)}):"]
+        lines += ["", f"Documents that were not imported ({count(summary.not_imported)}):"]
         for doc in summary.failed:
+            lines += ["", f"  {printable(doc.path)}", f"    status: {doc.status}"]
+            if doc.kind:
+                lines.append(f"    kind:   {printable(doc.kind)}")
+            lines.append(f"    reason: {multiline(doc.reason, indent='            ')}")
+        if summary.failed_unlisted:
             lines += [
                 "",
-                f"  {_printable(doc.path)}",
-                f"    status: {doc.status}",
-                f"    reason: {_multiline(doc.reason, indent='            ')}",
+                f"  ... and {count(summary.failed_unlisted)} more, not listed here; "
+                "every document with its reason:",
+                f"      importer status {batch} --all",
             ]
-    lines += [
-        "",
-        "To look further:",
-        f"  importer status {batch}    every document of the batch and its state",
+    if summary.review:
+        lines += [
+            "",
+            f"Documents with pages to review ({count(summary.n_review)}), "
+            "read below the review confidence:",
+            "",
+        ]
+        lines += [
+            f"  {printable(doc.path)}: {count(doc.pages_review)} of {count(doc.pages)} pages"
+            for doc in summary.review
+        ]
+        if summary.review_unlisted:
+            lines += [
+                "",
+                f"  ... and {count(summary.review_unlisted)} more, not listed here; "
+                "every page to review:",
+                f"      importer export {batch} --review",
+            ]
+    commands = [
+        (f"importer status {batch}", "every document of the batch and its state"),
+        (f"importer export {batch} --format csv", "one row per document: pages, reason"),
     ]
-    if summary.failed:
-        lines.append(
-            f"  importer retry {batch}     queue the documents that were not imported again"
-        )
+    if summary.not_imported:
+        commands.append((f"importer retry {batch}", "queue the documents not imported again"))
+    width = max(len(command) for command, _ in commands)
+    lines += ["", "To look further:"]
+    lines += [f"  {command.ljust(width)}  {what}" for command, what in commands]
     return "\n".join(lines) + "\n"
 
 
 def _document_body(summary: DocumentSummary) -> str:
-    batch = _printable(summary.batch_id)
+    batch = printable(summary.batch_id)
     lines = [
         f"A document of batch {batch} is {summary.status}.",
         "",
-        f"  File:    {_printable(summary.path)}",
+        f"  File:    {printable(summary.path)}",
         f"  Status:  {summary.status}",
-        f"  Pages:   {summary.pages}",
-        f"  Took:    {format_duration(summary.seconds)}",
-        f"  Job id:  {_printable(summary.job_id)}",
+        f"  Pages:   {count(summary.pages)}",
     ]
+    if summary.status == DocStatus.done:
+        lines.append(
+            f"           {count(summary.pages_text_layer)} from the text layer, "
+            f"{count(summary.pages_ocr)} by OCR, {count(summary.pages_review)} to review"
+        )
+    lines += [
+        f"  Took:    {format_duration(summary.seconds)}",
+        f"  Job id:  {printable(summary.job_id)}",
+    ]
+    if summary.error_kind:
+        lines.append(f"  Kind:    {printable(summary.error_kind)}")
     if summary.error:
-        lines.append(f"  Reason:  {_multiline(summary.error, indent='           ')}")
+        lines.append(f"  Reason:  {multiline(summary.error, indent='           ')}")
     lines += ["", "To look further:", f"  importer status {batch}"]
     if summary.status != DocStatus.done:
         lines.append(f"  importer retry {batch}")
     return "\n".join(lines) + "\n"
 
 
-def _set_body(message: EmailMessage, body: str) -> None:
-    # Quoted-printable keeps a body with accented file names readable in raw form and
-    # in `grep` over a Maildir; the library would otherwise often pick base64.
-    if body.isascii():
-        message.set_content(body)
-    else:
-        message.set_content(body, cte="quoted-printable")
+def _set_body(message: EmailMessage, text: str, html: str) -> None:
+    """multipart/alternative: the plain text first, the HTML last (the one clients prefer).
 
-
-# Text helpers -----------------------------------------------------------------------
-
-
-def format_duration(seconds: float) -> str:
-    """Render a duration the way a person says it: '45 s', '3 min 12 s', '2 h 5 min'."""
-    if seconds < 1:
-        return "under 1 s"
-    total = round(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {secs} s"
-    return f"{secs} s"
-
-
-def _printable(text: str) -> str:
-    """Escape what could forge a line or hide text: controls, bidi overrides, surrogates.
-
-    Surrogates matter too: file names read with surrogateescape carry them, and they
-    cannot be encoded into the UTF-8 body at all.
+    Quoted-printable keeps a body with accented file names readable in raw form and in
+    `grep` over a Maildir; the library would otherwise often pick base64.
     """
-    return "".join(
-        ch.encode("unicode_escape").decode("ascii")
-        if unicodedata.category(ch) in _UNSAFE_CATEGORIES
-        else ch
-        for ch in text
-    )
+    message.set_content(text, cte=_encoding(text))
+    message.add_alternative(html, subtype="html", cte=_encoding(html))
 
 
-def _multiline(text: str, *, indent: str) -> str:
-    """Keep an error's own line breaks, indented so they cannot pass for a new entry."""
-    lines = [_printable(line) for line in text.splitlines()] or [""]
-    return ("\n" + indent).join(lines)
+def _encoding(body: str) -> str | None:
+    return None if body.isascii() else "quoted-printable"
+
+
+# Message-ID -------------------------------------------------------------------------
 
 
 def _token(text: str) -> str:
@@ -318,12 +392,3 @@ def _token(text: str) -> str:
     if _TOKEN.fullmatch(text):
         return text
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def _aware(moment: datetime) -> datetime:
-    """The database hands back naive UTC times (SQLite); treat them as UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def _when(moment: datetime) -> str:
-    return _aware(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

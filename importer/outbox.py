@@ -10,22 +10,16 @@ import logging
 from datetime import timedelta
 from email.message import EmailMessage
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 
 from importer.backoff import Backoff
 from importer.db.engine import Database
-from importer.db.models import Batch, Document, Outbox, Page, utcnow
+from importer.db.models import Outbox, utcnow
 from importer.db.outbox_key import BadOutboxKey, MailKind, OutboxKey
 from importer.errors import ImporterError
 from importer.mail import send_message
-from importer.notify import (
-    BatchSummary,
-    DocumentSummary,
-    FailedDocument,
-    batch_message,
-    document_message,
-)
-from importer.states import DocStatus
+from importer.notify import batch_message, document_message
+from importer.summaries import batch_summary, document_summary
 
 log = logging.getLogger(__name__)
 
@@ -33,68 +27,10 @@ CLAIM = timedelta(seconds=120)
 MAIL_RETRY = Backoff(base=30.0, cap=3600.0)  # after the first failed try 60 s, ... an hour
 
 
-def batch_summary(db: Database, batch_id: str) -> BatchSummary:
-    with db.session() as s:
-        batch = s.execute(select(Batch).where(Batch.id == batch_id)).scalar_one()
-        done = s.scalar(
-            select(func.count())
-            .select_from(Document)
-            .where(Document.batch_id == batch_id, Document.status == DocStatus.done)
-        )
-        pages = s.scalar(
-            select(func.count())
-            .select_from(Page)
-            .join(Document)
-            .where(Document.batch_id == batch_id, Document.status == DocStatus.done)
-        )
-        failed = s.execute(
-            select(Document.path, Document.status, Document.error)
-            .where(
-                Document.batch_id == batch_id,
-                Document.status.in_([DocStatus.failed, DocStatus.dead]),
-            )
-            .order_by(Document.path)
-        ).all()
-        total = s.scalar(
-            select(func.count()).select_from(Document).where(Document.batch_id == batch_id)
-        )
-    return BatchSummary(
-        batch_id=batch.id,
-        email=batch.email,
-        total=total or 0,
-        done=done or 0,
-        pages=pages or 0,
-        failed=[FailedDocument(p, st, err or "unknown error") for p, st, err in failed],
-        skipped=batch.skipped,
-        created_at=batch.created_at,
-        finished_at=batch.finished_at or utcnow(),
-    )
-
-
-def _document_summary(db: Database, job_id: str) -> DocumentSummary:
-    with db.session() as s:
-        doc, email = s.execute(
-            select(Document, Batch.email).join(Batch).where(Document.job_id == job_id)
-        ).one()
-    seconds = 0.0
-    if doc.started_at and doc.finished_at:
-        seconds = (doc.finished_at - doc.started_at).total_seconds()
-    return DocumentSummary(
-        batch_id=doc.batch_id,
-        job_id=doc.job_id,
-        email=email,
-        path=doc.path,
-        status=doc.status,
-        pages=doc.pages_done,
-        error=doc.error,
-        seconds=seconds,
-    )
-
-
 def _build(db: Database, row: Outbox, mail_from: str) -> EmailMessage:
     key = OutboxKey.decode(row.key)
     if key.kind is MailKind.document:
-        return document_message(_document_summary(db, key.id), mail_from=mail_from)
+        return document_message(document_summary(db, key.id), mail_from=mail_from)
     return batch_message(batch_summary(db, key.id), mail_from=mail_from)
 
 

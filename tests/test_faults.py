@@ -47,6 +47,7 @@ from importer.states import FINISHED, DocStatus, JobOutcome
 from tests import hostile
 from tests.conftest import SAMPLES, _unavailable, importer, settings_from
 from tests.gearmand_fixture import require_gearmand
+from tests.mail_parts import plain_text
 from workers.owner import Owner
 
 # What every fault test runs with; a test adds or overrides keys.
@@ -783,7 +784,7 @@ def test_document_that_crashes_every_attempt_goes_dead(tmp_path: Path, env: dict
             assert not gio.status_by_unique([hog.job_id])[hog.job_id].known
         messages = mails(env)
         assert len(messages) == 1
-        body = messages[0].get_payload(decode=True).decode()
+        body = plain_text(messages[0])
         assert "memory-hog.pdf" in body
 
     report(
@@ -891,7 +892,7 @@ def hostile_batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileB
             for name, d in docs.items()
             if d.finished_at and d.started_at
         }
-        body = mails(env)[0].get_payload(decode=True).decode()
+        body = plain_text(mails(env)[0])
         yield HostileBatch(
             reasons,
             docs,

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from importer.db import Document, Page, open_database
 from importer.states import DocStatus, PageSource
 from tests.conftest import SAMPLES, cer, importer, settings_from, submit_json
+from tests.mail_parts import plain_text
 
 CLEAN = ["scanned_letter", "scanned_memo", "born_digital", "mixed"]
 
@@ -64,7 +65,7 @@ def test_batch_imports_text_and_mails_once(
     box = mailbox.Maildir(Path(env["IMPORTER_DATA_DIR"]) / "mail", create=False)
     messages = list(box)
     assert len(messages) == 1
-    body = messages[0].get_payload(decode=True).decode()
+    body = plain_text(messages[0])
     assert messages[0]["To"] == "ops@example.com"
     assert "fake.pdf" in body and "not a PDF" in body and "broken.pdf" in body
 
@@ -187,7 +188,7 @@ def test_notify_each_over_real_smtp(inbox: Path, env: dict[str, str], smtp_serve
     received = smtp_server.received
     assert len(received) == 2
     assert all(r.rcpt_tos == ["ops@example.com"] for r in received)
-    bodies = [r.message.get_content() for r in received]
+    bodies = [plain_text(r.message) for r in received]
     assert sum("born_digital.pdf" in b for b in bodies) == 1
     assert sum("broken.pdf" in b for b in bodies) == 1
 
@@ -202,7 +203,7 @@ def test_batch_mail_over_real_smtp(inbox: Path, env: dict[str, str], smtp_server
     assert len(smtp_server.received) == 1
     message = smtp_server.received[0].message
     assert str(batch) in message["Subject"]
-    body = message.get_content()
+    body = plain_text(message)
     assert "broken.pdf" in body and "importer retry" in body
 
 

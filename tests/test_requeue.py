@@ -15,6 +15,7 @@ from importer.gearman.client import GearmanIO
 from importer.requeue import requeue_stale
 from importer.states import DocStatus
 from tests.conftest import SAMPLES, importer, settings_from
+from tests.mail_parts import plain_text
 
 
 def expire(db, job_ids: list[str], attempts: int) -> None:  # type: ignore[no-untyped-def]
@@ -66,5 +67,5 @@ def test_expired_leases_are_requeued_until_attempts_run_out(
     assert out["batches"][0]["finished_at"] is not None
     box = mailbox.Maildir(Path(env["IMPORTER_DATA_DIR"]) / "mail", create=False)
     assert len(box) == 1
-    body = next(iter(box)).get_payload(decode=True).decode()
+    body = plain_text(next(iter(box)))
     assert "scanned_memo.pdf" in body and "died on each of 3 attempts" in body
