@@ -413,6 +413,23 @@ def keys_new() -> None:
     out.print(new_key(), highlight=False)
 
 
+@app.command()
+def config(
+    as_json: Annotated[
+        bool, typer.Option("--json", help='Print {"IMPORTER_…": {"value", "source"}}.')
+    ] = False,
+) -> None:
+    """The effective configuration and where each value came from (environment, the file
+    IMPORTER_CONFIG names, or default), secrets masked."""
+    from importer.config_report import config_report, config_table
+
+    report = config_report(_settings())
+    if as_json:
+        out.print_json(data=report)
+    else:
+        out.print(config_table(report))
+
+
 def _check_database(settings: Settings) -> None:
     """The database is reachable and current, and this host holds the fleet's keys."""
     from importer.commands import check_keys

@@ -232,4 +232,6 @@ def load_settings(**overrides: Any) -> Settings:
                 f"unknown setting {key} (in {config_path or 'the environment'}): "
                 "see the README's Configuration table for the keys"
             ) from e
-        raise ConfigError(f"{key}: {first['msg']}") from e
+        name = str(first["loc"][0]) if first["loc"] else ""
+        where = config_path if name in file_values and name not in env_names else "the environment"
+        raise ConfigError(f"{key} (in {where}): {first['msg']}") from e

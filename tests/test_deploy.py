@@ -3,6 +3,7 @@ and (the worker) keep the document walls and the drain intact."""
 
 from __future__ import annotations
 
+import configparser
 import functools
 import os
 import re
@@ -92,17 +93,21 @@ def test_exec_start_runs_an_existing_command_with_existing_flags(unit: tuple[str
     starts = parsed.get("Service", {}).get("ExecStart", [])
     assert starts, f"{name}: no ExecStart"
     for line in starts:
-        argv = shlex.split(line.lstrip("-@:+!"))
-        assert Path(argv[0]).name == "importer", f"{name}: {argv[0]} is not the importer script"
-        command = argv[1]
-        assert not command.startswith("-"), f"{name}: no subcommand in {line!r}"
-        text = help_text(command)  # an unknown command fails with exit code 2
-        for arg in argv[2:]:
-            if arg.startswith("--"):
-                flag = arg.split("=", 1)[0]
-                assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), (
-                    f"{name}: `importer {command}` has no {flag}"
-                )
+        check_command(name, shlex.split(line.lstrip("-@:+!")))
+
+
+def check_command(name: str, argv: list[str]) -> None:
+    """`argv` runs the importer script with a subcommand and flags it has."""
+    assert Path(argv[0]).name == "importer", f"{name}: {argv[0]} is not the importer script"
+    command = argv[1]
+    assert not command.startswith("-"), f"{name}: no subcommand in {argv!r}"
+    text = help_text(command)  # an unknown command fails with exit code 2
+    for arg in argv[2:]:
+        if arg.startswith("--"):
+            flag = arg.split("=", 1)[0]
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), (
+                f"{name}: `importer {command}` has no {flag}"
+            )
 
 
 def test_settings_come_from_an_environment_file(unit: tuple[str, Unit]) -> None:
@@ -163,3 +168,73 @@ def test_parse_and_span_helpers() -> None:
     assert seconds("1min 30s") == 90
     assert seconds("90") == 90
     assert seconds("infinity") == float("inf")
+
+
+# supervisord: the same commands, settings and stop behaviour as the systemd units ----------
+
+SUPERVISORD = DEPLOY / "supervisord-importer.conf"
+UNIT_OF = {"importer-gearmand": "importer-gearmand.service", "importer-worker": WORKER}
+SIGNALS = {"15": "TERM", "SIGTERM": "TERM", "TERM": "TERM"}
+
+
+def supervisord_programs() -> dict[str, configparser.SectionProxy]:
+    """The [program:x] sections; supervisord's own %(name)s expansions stay as written."""
+    parser = configparser.RawConfigParser(strict=True)  # a duplicate section or key fails
+    parser.read_string(SUPERVISORD.read_text(), source=SUPERVISORD.name)
+    return {
+        section.removeprefix("program:"): parser[section]
+        for section in parser.sections()
+        if section.startswith("program:")
+    }
+
+
+def importer_argv(command: str) -> tuple[list[str], list[str]]:
+    """The argv a program's command ends up running, and the files its shell sources:
+    `sh -c 'set -a; . FILE; exec importer ...'` (supervisord has no EnvironmentFile)."""
+    argv = shlex.split(command)
+    if Path(argv[0]).name != "sh":
+        return argv, []
+    assert argv[1] == "-c" and len(argv) == 3, argv
+    steps = [shlex.split(step) for step in argv[2].split(";")]
+    sourced = [step[step.index(".") + 1] for step in steps if "." in step]
+    assert steps[-1][0] == "exec", f"{command!r}: importer is not exec'd, signals miss it"
+    return steps[-1][1:], sourced
+
+
+def supervisord_env(value: str) -> dict[str, str]:
+    return dict(re.findall(r'(\w+)="([^"]*)"', value))
+
+
+def test_supervisord_programs_match_the_units() -> None:
+    programs = supervisord_programs()
+    assert set(programs) == set(UNIT_OF), programs
+    for name, program in programs.items():
+        unit = parse_unit(DEPLOY / UNIT_OF[name])
+        argv, sourced = importer_argv(program["command"])
+        check_command(name, argv)
+        (start,) = unit["Service"]["ExecStart"]
+        unit_argv = shlex.split(start)
+        assert argv[:2] == unit_argv[:2], (argv, unit_argv)  # the same importer subcommand
+        flags = [arg for arg in argv if arg.startswith("--")]
+        assert flags == [arg for arg in unit_argv if arg.startswith("--")], (name, argv)
+        files = [f.lstrip("-") for f in unit["Service"]["EnvironmentFile"] if f]
+        assert sourced == files, (name, sourced, files)
+        assert supervisord_env(program.get("environment", "")) == dict(
+            item.split("=", 1) for item in unit["Service"].get("Environment", [])
+        )
+        assert program.get("user") == last(unit, "User"), name
+        assert int(program.get("umask", "022"), 8) == int(last(unit, "UMask") or "022", 8), name
+        # KillMode=mixed: SIGTERM to importer alone, SIGKILL to all that is left.
+        stop = SIGNALS[program.get("stopsignal", "TERM")]
+        assert stop == SIGNALS[last(unit, "KillSignal") or "TERM"], name
+        assert not truthy(program.get("stopasgroup")), f"{name}: stopasgroup signals every child"
+        assert truthy(program.get("killasgroup")), f"{name}: children outlive a kill"
+        assert float(program["stopwaitsecs"]) == seconds(last(unit, "TimeoutStopSec") or "90")
+        assert program.get("autorestart") in ("unexpected", "true"), name
+
+
+def test_supervisord_worker_drains_and_numbers_its_processes() -> None:
+    worker = supervisord_programs()["importer-worker"]
+    assert float(worker["stopwaitsecs"]) >= DRAIN_SECONDS + 10, "killed before the drain ends"
+    if int(worker.get("numprocs", "1")) > 1:
+        assert "%(process_num)" in worker["process_name"], "numprocs needs numbered names"
