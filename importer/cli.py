@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 from importer.config import REAPER_SECONDS, Settings, load_settings
@@ -283,22 +282,32 @@ def export(
 
 @app.command()
 def search(
-    query: str,
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    query: Annotated[str, typer.Argument(help='Words and "quoted phrases"; every one must match.')],
+    batch: Annotated[str | None, typer.Option("--batch", help="Only this batch.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most N pages.")] = 20,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print a list of {path, batch_id, document_id, page, rank, snippet, matches}.",
+        ),
+    ] = False,
 ) -> None:
-    """Full-text search over imported pages."""
-    from importer.db.engine import open_database
-    from importer.export import search as do_search
+    """Full-text search over imported pages, best match first (among the first 1,000 found).
 
-    hits = do_search(open_database(_settings().resolved_database_url), query, limit)
-    if as_json:
-        out.print_json(data=hits)
-        return
-    table = Table("path", "page", "snippet")
-    for h in hits:
-        table.add_row(h["path"], str(h["page"]), h["snippet"])
-    out.print(table if hits else f"no page contains {query!r}")
+    Every word must be on the page: importer search invoice 2023
+
+    "Quoted phrases" match side by side, in order: importer search '"annual report" 2022'
+
+    Case and accents do not matter: muller finds Müller.
+
+    Nothing else is syntax: * - : ( ) OR NOT are words or spaces."""
+    from importer.db.engine import open_database
+    from importer.search import search as find
+    from importer.search_terminal import show
+
+    db = open_database(_settings().resolved_database_url)
+    show(find(db, query, batch_id=batch, limit=limit), query, out, as_json=as_json)
 
 
 @app.command()

@@ -2,6 +2,9 @@
 
 Page text is hostile: a hit carries its snippet as plain text and where the matches lie
 in it as character offsets, never as markup; whoever shows it escapes every character.
+The offsets cover every word of the query found in the snippet, matched without regard
+to case or diacritics ("muller" marks "Müller"); a snippet cut inside the page starts
+or ends with "…". Hits come from `importer.search.search`.
 
 Example (`SearchHit.to_json()`)::
 

@@ -24,6 +24,8 @@ FIGURES = (
     "turned pages: each orientation's CER",
     "mixed corpus: importer / limit",
     "mixed corpus: text-layer pages kept from the text layer",
+    "search, SQLite: p95 of the slowest query",
+    "search, PostgreSQL: storing pages with the full-text index / without",
 )
 CONTENDERS = (
     "raw limit (pdftoppm + tesseract --psm 1)",
@@ -36,6 +38,9 @@ CONTENDERS = (
     "importer run, 2 workers, turned pages",
     "importer run, 2 workers, upright pages",
     "limit (pdftotext + raw OCR of the pages without text)",
+    "full-text, a rare word: quetzalcoatl",
+    "substring scan, a frequent word:",
+    "storing the pages, without the index",
 )
 RETIRED = ("files/s / naive files/s", "≥ 2000", "≥ 10 ")
 

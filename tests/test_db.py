@@ -46,6 +46,11 @@ def test_a_fresh_schema_is_the_one_the_migrations_build(database_url: str, tmp_p
         command.upgrade(cfg, "head")
     assert describe(fresh) == describe(migrated)
     assert describe(fresh)["alembic_version"]
+    names = {row[1] for row in search_objects(fresh)}
+    if fresh.dialect == "sqlite":
+        assert {"pages_fts", "pages_fts_insert", "pages_fts_delete", "pages_fts_update"} <= names
+    else:
+        assert {"pages_search_vector", "pages_search_fold", "ix_pages_search_vector"} <= names
 
 
 def describe(db) -> dict[str, object]:  # type: ignore[no-untyped-def]
@@ -67,4 +72,30 @@ def describe(db) -> dict[str, object]:  # type: ignore[no-untyped-def]
         )
         uniques = sorted(tuple(u["column_names"]) for u in found.get_unique_constraints(table))
         out[table] = (sorted(columns), keys, foreign, indexes, uniques)
+    out["search objects"] = search_objects(db)
     return out
+
+
+def search_objects(db) -> list[tuple[str, ...]]:  # type: ignore[no-untyped-def]
+    """What the inspector does not show: triggers, the FTS5 table's definition, functions,
+    and each index's definition (its method: GIN)."""
+    if db.dialect == "sqlite":
+        query = (
+            "SELECT type, name, tbl_name, sql FROM sqlite_master"
+            " WHERE type IN ('trigger', 'index') OR sql LIKE 'CREATE VIRTUAL TABLE%'"
+        )
+    else:
+        query = (
+            "SELECT 'trigger', t.tgname, c.relname,"
+            " replace(pg_get_triggerdef(t.oid), current_schema() || '.', '') FROM pg_trigger t"
+            " JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal"
+            " AND c.relnamespace = current_schema()::regnamespace"
+            " UNION ALL SELECT 'function', p.proname, p.provolatile::text, p.prosrc FROM pg_proc p"
+            " WHERE p.pronamespace = current_schema()::regnamespace AND NOT EXISTS"
+            " (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"
+            " UNION ALL SELECT 'index', indexname, tablename,"
+            " replace(indexdef, schemaname || '.', '') FROM pg_indexes"
+            " WHERE schemaname = current_schema()"
+        )
+    with db.engine.connect() as conn:
+        return sorted(tuple(str(v) for v in row) for row in conn.execute(text(query)))

@@ -23,7 +23,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SQLITE_BUSY_MS = 60_000
 # The newest migration. Checked with one SELECT so that a process whose schema is current
 # never imports alembic (a sixth of `importer run`'s start-up); a test keeps it in step.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 
 def _alembic_config() -> Any:
@@ -150,6 +150,7 @@ class Database:
     def _create_fresh(self, conn: Any) -> bool:
         """An empty database gets the newest schema from the models at once, stamped with
         its revision, without importing alembic (a test keeps the two schemas equal)."""
+        from importer.db import page_search_ddl
         from importer.db.models import Base
 
         found = inspect(conn)
@@ -157,6 +158,7 @@ class Database:
             return False
         log.info("creating the schema of %s at %s", self.safe_url, SCHEMA_REVISION)
         Base.metadata.create_all(conn)
+        page_search_ddl.create(conn)
         conn.execute(
             text(
                 "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL,"

@@ -19,6 +19,7 @@ from bench_lib.ocr_sections import ScannedPlan, fixed_cost_note, scanned, startu
 from bench_lib.procs import BenchError
 from bench_lib.results import SectionResult
 from bench_lib.scale import ROWS, ROWS_QUICK, scale
+from bench_lib.search_section import PAGES, PAGES_QUICK, search_section
 from bench_lib.submission import submission
 from bench_lib.turned import turned
 
@@ -34,9 +35,10 @@ SECTIONS = (
     "turned",
     "mixed",
     "scale",
+    "search",
 )
 # the sections that make their own material and need no corpus
-NO_CORPUS = frozenset({"scale"})
+NO_CORPUS = frozenset({"scale", "search"})
 SECTION_HELP = (
     "ocr: scanned pages, importer against the raw limit and OCRmyPDF; scaling: 1 worker against"
     " all; text-layer: born-digital pages against pdftotext; startup: the fixed cost of a run;"
@@ -44,7 +46,9 @@ SECTION_HELP = (
     " pages turned 0/90/180/270 against the same upright; mixed: manuals, scans, a blank page"
     " (make_documents.py) against the limit and OCRmyPDF --skip-text --rotate-pages; scale:"
     f" status, a reaper pass and submit's duplicate check among {ROWS:,} generated documents,"
-    " on SQLite and PostgreSQL"
+    " on SQLite and PostgreSQL; search: full-text queries over"
+    f" {PAGES:,} generated pages against a substring scan, and what the index costs an"
+    " import, on SQLite and PostgreSQL"
 )
 TURNED_PAGES, TURNED_PAGES_QUICK = 8, 4
 
@@ -70,13 +74,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--quick",
         action="store_true",
         help="tiny corpus: 2 scanned pages, 200 files to submit, 4 turned pages, 1 mixed document,"
-        f" {ROWS_QUICK:,} documents for scale",
+        f" {ROWS_QUICK:,} documents for scale, {PAGES_QUICK:,} pages for search",
     )
     parser.add_argument(
         "--scale-rows",
         type=int,
         default=None,
         help=f"documents for the scale section (default {ROWS:,}; --quick: {ROWS_QUICK:,})",
+    )
+    parser.add_argument(
+        "--search-pages",
+        type=int,
+        default=None,
+        help=f"pages for the search section (default {PAGES:,}; --quick: {PAGES_QUICK:,})",
     )
     parser.add_argument(
         "--sections",
@@ -125,6 +135,8 @@ def measure(
     chosen = set(args.sections)
     if "scale" in chosen:
         result.extend(scale(args.work_dir, args.rounds, args.quick, args.scale_rows))
+    if "search" in chosen:
+        result.extend(search_section(args.work_dir, args.quick, args.search_pages))
     if chosen <= NO_CORPUS:
         return None
     corpus = load_or_build(args.work_dir, sizes)

@@ -23,6 +23,15 @@ SCANS = "scanned pages: importer / raw limit, wall time"
 SCANS_OCRMYPDF = "scanned pages: importer / OCRmyPDF best batch, wall time"
 SCALING = "workers / 1 worker throughput, scanned pages"
 SUBMISSION = "submission: importer files/s"
+SEARCH_P95 = {
+    name: f"search, {name}: p95 of the slowest query (rare word, frequent word, two words,"
+    " phrase), ms"
+    for name in ("SQLite", "PostgreSQL")
+}
+SEARCH_IMPORT = {
+    name: f"search, {name}: storing pages with the full-text index / without, wall time"
+    for name in ("SQLite", "PostgreSQL")
+}
 TARGETS: dict[str, tuple[float, bool]] = {
     TURNED: (1.15, True),
     BORN: (3, True),
@@ -32,6 +41,8 @@ TARGETS: dict[str, tuple[float, bool]] = {
     SCANS_OCRMYPDF: (0.87, True),
     SCALING: (1.8, False),
     SUBMISSION: (5000, False),
+    **{figure: (50, True) for figure in SEARCH_P95.values()},
+    **{figure: (1.1, True) for figure in SEARCH_IMPORT.values()},
 }
 RETIRED = ("submission: importer files/s / naive files/s",)  # issue 8 dropped it
 
