@@ -66,6 +66,16 @@ TextLayer = Annotated[
     ),
 ]
 
+ProgressEvery = Annotated[
+    float,
+    typer.Option(
+        "--progress-every",
+        min=0.1,
+        metavar="SECONDS",
+        help="When output is not a terminal: a plain progress line every SECONDS.",
+    ),
+]
+
 
 def _settings() -> Settings:
     return load_settings()
@@ -205,6 +215,7 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the final status as JSON.")
     ] = False,
+    progress_every: ProgressEvery = 10.0,
 ) -> None:
     """Everything on this machine: gearmand (private if none), workers, submit, wait, summary."""
     from importer.run import run_all
@@ -223,6 +234,7 @@ def run(
             as_json=as_json,
             out=out,
             err=err,
+            progress_every=progress_every,
         )
     )
 
@@ -232,7 +244,12 @@ def status(
     batch: Annotated[str | None, typer.Argument(help="A batch id: show its documents.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     watch: Annotated[
-        bool, typer.Option("--watch", help="Refresh every 2 s until finished.")
+        bool,
+        typer.Option(
+            "--watch",
+            help="Until finished: redraw every 2 s with rates, ETA and running documents"
+            " (off a terminal, a line every --progress-every seconds, then the final status).",
+        ),
     ] = False,
     limit: Annotated[
         int | None,
@@ -241,20 +258,22 @@ def status(
     every: Annotated[
         bool, typer.Option("--all", help="With a BATCH: show every one of its documents.")
     ] = False,
+    progress_every: ProgressEvery = 10.0,
 ) -> None:
     """How far batches (or one batch's documents) have got."""
-    from importer.commands import show_status
+    from importer.commands import show_status, watch_status
     from importer.status import DOCUMENTS_LIMIT
 
     if every and limit is not None:
         raise BadInput("--limit and --all exclude each other: give one of them")
     settings = _settings()
     shown = None if every else limit or DOCUMENTS_LIMIT
-    while True:
-        finished = show_status(settings, batch, as_json=as_json, out=out, clear=watch, limit=shown)
-        if not watch or finished:
-            break
-        time.sleep(2)
+    if watch:
+        watch_status(
+            settings, batch, as_json=as_json, out=out, err=err, limit=shown, every=progress_every
+        )
+    else:
+        show_status(settings, batch, as_json=as_json, out=out, limit=shown)
 
 
 @app.command()
@@ -264,20 +283,29 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File (default: stdout).")
     ] = None,
+    review: Annotated[
+        bool,
+        typer.Option(
+            "--review",
+            help="The pages that need review instead (batch_id, job_id, path, page, confidence).",
+        ),
+    ] = False,
 ) -> None:
     """Write imported text: jsonl (batch_id, path, sha256, status, pages, text, error, job_id)."""
     from importer.db.engine import open_database
     from importer.export import write
+    from importer.review import write as write_review
 
     if fmt not in ("jsonl", "csv", "txt"):
         raise ImporterError(f"--format {fmt!r}: use jsonl, csv or txt")
     db = open_database(_settings().resolved_database_url)
+    writer = write_review if review else write
     if output:
         with open(output, "w", encoding="utf-8", newline="") as handle:
-            n = write(db, handle, fmt, batch)
-        err.print(f"{n} documents written to {output}")
+            n = writer(db, handle, fmt, batch)
+        err.print(f"{n} {'pages' if review else 'documents'} written to {output}")
     else:
-        write(db, sys.stdout, fmt, batch)
+        writer(db, sys.stdout, fmt, batch)
 
 
 @app.command()

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from rich import box
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -18,10 +18,18 @@ from importer.errors import BadInput, ExitCode, GearmanUnavailable
 from importer.gearman.client import GearmanIO
 from importer.keyring import check_fleet_keys
 from importer.languages import check_lang
+from importer.live_progress import (
+    PROGRESS_EVERY,
+    SubmitDisplay,
+    Tracker,
+    block,
+    read_progress,
+    summary_line,
+)
 from importer.notify import validate_address
 from importer.requeue import requeue_stale, retry_batch
 from importer.states import NotifyMode, Priority, TextLayerMode
-from importer.status import DOCUMENTS_LIMIT, overview, with_documents
+from importer.status import DOCUMENTS_LIMIT, StatusReport, overview, with_documents
 from importer.submit import SubmitOptions, SubmitResult, resolve_args, submit
 
 
@@ -112,17 +120,9 @@ def submit_with_progress(
     *,
     err: Console,
     quiet: bool,
+    every: float = PROGRESS_EVERY,
 ) -> SubmitResult:
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("{task.fields[seen]} files seen, {task.fields[sent]} queued"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-        disable=quiet,
-    ) as bar:
-        task = bar.add_task("submitting", seen=0, sent=0)
+    with SubmitDisplay(err, every, quiet=quiet) as progress:
         return submit(
             db,  # type: ignore[arg-type]
             gio,
@@ -130,7 +130,7 @@ def submit_with_progress(
             paths,
             opts,
             roots=settings.roots,
-            progress=lambda seen, sent: bar.update(task, seen=seen, sent=sent),
+            progress=progress,
         )
 
 
@@ -170,17 +170,26 @@ def show_status(
     *,
     as_json: bool,
     out: Console,
-    clear: bool = False,
     limit: int | None = DOCUMENTS_LIMIT,
+    tracker: Tracker | None = None,
 ) -> bool:
     """Print status once, a batch's first `limit` documents (None: all); returns whether
-    everything shown has finished."""
+    everything shown has finished. With a `tracker` (`--watch` on a terminal) the screen
+    is cleared first, and each unfinished batch shows its rate, ETA and running documents."""
     db = open_database(settings.resolved_database_url)
     report = overview(db, batch)
-    if batch:
+    blocks = []
+    if batch or tracker is not None:
         gio = GearmanIO.from_settings(settings)
         try:
-            report = with_documents(db, report, gio, limit=limit)
+            if batch:
+                report = with_documents(db, report, gio, limit=limit)
+            if tracker is not None:
+                now = time.monotonic()
+                for b in report.batches:
+                    if b.finished_at is None:
+                        p = read_progress(db, b.id, gio)
+                        blocks.append(block(p, tracker.observe(p, now), named=True))
         finally:
             gio.close()
     if as_json:
@@ -188,7 +197,7 @@ def show_status(
         # ASCII only, so no control character of a file name reaches the terminal
         out.file.write(json.dumps(report.to_json(), indent=2, ensure_ascii=True) + "\n")
         return report.finished
-    if clear:
+    if tracker is not None:
         out.clear()
     table = Table(title="batches", box=box.SIMPLE_HEAD)
     table.add_column("batch", no_wrap=True)
@@ -201,6 +210,8 @@ def show_status(
         done_at = b.finished_at.strftime("%H:%M:%S") if b.finished_at else "-"
         table.add_row(b.id, *(str(n) for n in counts), done_at, b.email)
     out.print(table)
+    for shown in blocks:
+        out.print(shown)
     if batch:
         docs = Table(
             "path",
@@ -219,11 +230,76 @@ def show_status(
         out.print(docs)
         if report.documents_unlisted:
             out.print(f"… and {report.documents_unlisted:,} more; --all for every one")
+        _print_review(report, batch, out)
     if report.rejected_jobs:
         out.print(
             f"{report.rejected_jobs} forged or invalid jobs rejected by workers", style="yellow"
         )
     return report.finished
+
+
+WATCH_SECONDS = 2.0  # `status --watch` redraws (or reads, off a terminal) this often
+
+
+def watch_status(
+    settings: Settings,
+    batch: str | None,
+    *,
+    as_json: bool,
+    out: Console,
+    err: Console,
+    limit: int | None,
+    every: float = PROGRESS_EVERY,
+) -> None:
+    """`status --watch` until everything shown has finished: redrawn on a terminal; any
+    other output gets a plain line per unfinished batch every `every` seconds (on stderr
+    with --json), then the final status once (with --json, the only thing on stdout)."""
+    tracker = Tracker()
+    if out.is_terminal and not as_json:
+        while not show_status(
+            settings, batch, as_json=False, out=out, limit=limit, tracker=tracker
+        ):
+            time.sleep(WATCH_SECONDS)
+        return
+    lines = err if as_json else out
+    db = open_database(settings.resolved_database_url)
+    next_line = time.monotonic() + every
+    while True:
+        report = overview(db, batch)
+        if report.finished:
+            break
+        now = time.monotonic()
+        for b in report.batches:
+            if b.finished_at is None:
+                p = read_progress(db, b.id, None)
+                estimate = tracker.observe(p, now)
+                if now >= next_line:
+                    lines.print(summary_line(p, estimate), highlight=False, soft_wrap=True)
+        if now >= next_line:
+            next_line = now + every
+        time.sleep(min(WATCH_SECONDS, every))
+    show_status(settings, batch, as_json=as_json, out=out, limit=limit)
+
+
+def _print_review(report: StatusReport, batch: str, out: Console) -> None:
+    """The batch's pages marked for review, and the documents that have them."""
+    pages = report.batches[0].pages_review if report.batches else None
+    if not pages or not report.review:
+        return
+    documents = report.review_total or len(report.review)
+    table = Table(
+        "path",
+        "job id",
+        "pages",
+        title=f"{pages} pages need review, in {documents} documents"
+        f" (importer export {batch} --review lists them)",
+        box=box.SIMPLE_HEAD,
+    )
+    for r in report.review:
+        table.add_row(r.path, r.job_id, str(r.pages_review))
+    out.print(table)
+    if documents > len(report.review):
+        out.print(f"… and {documents - len(report.review):,} more; --all for every one")
 
 
 def do_retry(settings: Settings, batch: str) -> int:

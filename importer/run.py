@@ -12,7 +12,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from importer.commands import (
@@ -28,6 +27,7 @@ from importer.errors import ExitCode, GearmanUnavailable
 from importer.gearman.address import free_port
 from importer.gearman.client import GearmanIO
 from importer.gearman.server import GearmandProcess
+from importer.live_progress import PROGRESS_EVERY, BatchDisplay, Tracker, read_progress
 from importer.notify import validate_address
 from importer.outbox import deliver_pending
 from importer.states import NotifyMode, TextLayerMode
@@ -109,32 +109,23 @@ def _roots_for(settings: Settings, paths: Sequence[str]) -> Settings:
 RUN_REAPER_SECONDS = 5.0
 POLL_SECONDS = 0.02  # how often the end of the batch is looked for at first (one COUNT)...
 POLL_MAX_SECONDS = 0.1  # ...and after a few seconds, when a few ms more do not show
-REDRAW_SECONDS = 0.1  # how often the progress bar is brought up to date
+SAMPLE_SECONDS = 0.5  # how often progress is read (and redrawn on a terminal)
 
 
-def _wait(db: Database, batch_id: str, total: int, err: Console, quiet: bool) -> None:
-    with Progress(
-        TextColumn("[bold]OCR[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("documents, {task.fields[pages]} pages"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=quiet,
-    ) as bar:
-        task = bar.add_task("ocr", total=total, pages=0)
-        redraw = 0.0
-        since = time.monotonic()
-        while True:
-            left = unfinished(db, batch_id)
-            if not quiet and (left == 0 or time.monotonic() >= redraw):
-                b = overview(db, batch_id).batches[0]
-                bar.update(task, completed=b.done + b.failed, pages=b.pages_done)
-                redraw = time.monotonic() + REDRAW_SECONDS
-            if left == 0:
-                return
-            waited = time.monotonic() - since
-            time.sleep(min(POLL_MAX_SECONDS, POLL_SECONDS + waited / 50))
+def _wait(db: Database, gio: GearmanIO, batch_id: str, display: BatchDisplay) -> None:
+    tracker = Tracker()
+    sample = 0.0
+    since = time.monotonic()
+    while True:
+        left = unfinished(db, batch_id)
+        now = time.monotonic()
+        if left == 0 or now >= sample:
+            p = read_progress(db, batch_id, gio if display.wants_documents else None)
+            display.show(p, tracker.observe(p, now), now, last=left == 0)
+            sample = now + SAMPLE_SECONDS
+        if left == 0:
+            return
+        time.sleep(min(POLL_MAX_SECONDS, POLL_SECONDS + (now - since) / 50))
 
 
 def run_all(
@@ -151,6 +142,7 @@ def run_all(
     err: Console,
     text_layer: TextLayerMode | None = None,
     inline: bool = False,
+    progress_every: float = PROGRESS_EVERY,
 ) -> int:
     opts = SubmitOptions(
         email=validate_address(email),
@@ -199,14 +191,16 @@ def run_all(
         stack.callback(stop_workers)
         gio = GearmanIO.from_settings(settings)
         stack.callback(gio.close)
-        result = submit_with_progress(settings, db, gio, paths, opts, err=err, quiet=as_json)
+        result = submit_with_progress(
+            settings, db, gio, paths, opts, err=err, quiet=False, every=progress_every
+        )
         if not as_json:
             print_submit_result(result, opts, as_json=False, out=out)
         if result.batch_id is None:
             out.print("nothing to import")
             return int(ExitCode.ok)
-        total = result.submitted + result.not_pdf + result.too_large
-        _wait(db, result.batch_id, total, err, quiet=as_json)
+        with BatchDisplay(err, progress_every) as display:
+            _wait(db, gio, result.batch_id, display)
         deliver_pending(db, mail_url=settings.resolved_mail_url, mail_from=settings.mail_from)
     batch = overview(db, result.batch_id).batches[0]
     elapsed = time.monotonic() - started

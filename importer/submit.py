@@ -32,6 +32,7 @@ from importer.errors import BadInput, GearmanUnavailable, ImporterError
 from importer.gearman.client import GROUP_SIZE, GearmanIO, JobSpec
 from importer.gearman.send import store_handles
 from importer.inline_feed import InlineFeed, inline_sender_lease
+from importer.reasons import ErrorKind
 from importer.states import DocStatus, NotifyMode, Priority, TextLayerMode
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,24 @@ def inspect(path: str) -> Candidate | None:
     return Candidate(path, size, digest.hexdigest(), PDF_MAGIC in head[:SNIFF_BYTES])
 
 
+def _inspected(
+    group: list[str],
+    seen: int,
+    result: SubmitResult,
+    progress: Callable[[int, int], None] | None,
+) -> list[Candidate]:
+    """The group's readable files, hashed; `progress` after each one, so that the files
+    per second show while a group of large files is read."""
+    out = []
+    for number, path in enumerate(group, start=seen + 1):
+        candidate = inspect(path)
+        if candidate is not None:
+            out.append(candidate)
+        if progress:
+            progress(number, result.submitted)
+    return out
+
+
 def _groups(items: Iterable[str], size: int) -> Iterator[list[str]]:
     group: list[str] = []
     for item in items:
@@ -220,7 +239,7 @@ def submit(
     seen = 0
     try:
         for group in _groups(files, GROUP_SIZE):
-            candidates = [c for c in map(inspect, group) if c is not None]
+            candidates = _inspected(group, seen, result, progress)
             seen += len(group)
             keep = _classify(db, candidates, opts, result, batch_id=pipeline.batch_id)
             result.not_pdf += sum(not c.is_pdf for c in keep)
@@ -248,7 +267,7 @@ def _dry_run(
     seen_hashes: set[str] = set()
     seen = 0
     for group in _groups(files, GROUP_SIZE):
-        candidates = [c for c in map(inspect, group) if c is not None]
+        candidates = _inspected(group, seen, result, progress)
         seen += len(group)
         keep = _classify(db, candidates, opts, result, seen_hashes=seen_hashes)
         result.not_pdf += sum(not c.is_pdf for c in keep)
@@ -376,12 +395,13 @@ class _Pipeline:
                 "size": c.size,
                 "sha256": c.sha256,
                 "job_id": new_job_id(),
-                "status": DocStatus.queued if error is None else DocStatus.failed,
-                "error": error,
-                "enqueued_at": now if error is None and self.inline is None else None,
-                "finished_at": None if error is None else now,
+                "status": DocStatus.queued if refused is None else DocStatus.failed,
+                "error": None if refused is None else refused[0],
+                "error_kind": None if refused is None else refused[1].value,
+                "enqueued_at": now if refused is None and self.inline is None else None,
+                "finished_at": None if refused is None else now,
             }
-            for c, error in ((c, self._refusal(c)) for c in keep)
+            for c, refused in ((c, self._refusal(c)) for c in keep)
         ]
         table: Any = Document.__table__
         with self.db.session() as s:
@@ -441,12 +461,13 @@ class _Pipeline:
         self.accepted += len(taken)
         self.result.submitted += len(taken)
 
-    def _refusal(self, c: Candidate) -> str | None:
-        """Why a kept file is recorded failed at once, if it is."""
+    def _refusal(self, c: Candidate) -> tuple[str, ErrorKind] | None:
+        """Why a kept file is recorded failed at once, and its kind, if it is."""
         if not c.is_pdf:
-            return NOT_PDF
+            return NOT_PDF, ErrorKind.not_pdf
         if self.inline is not None:
-            return self.inline.refusal(c.size)
+            reason = self.inline.refusal(c.size)
+            return None if reason is None else (reason, ErrorKind.too_large_inline)
         return None
 
     def finish(self, progress: Callable[[int], None] | None = None) -> None:
@@ -501,6 +522,7 @@ class _Pipeline:
                             status=DocStatus.failed,
                             error="not enqueued: gearmand was unreachable; "
                             f"run `importer retry {batch_id}`",
+                            error_kind=ErrorKind.not_enqueued.value,
                             enqueued_at=None,
                             finished_at=now,
                         )
