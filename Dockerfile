@@ -9,12 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # gearman-job-server: gearmand 1.1.20; stunnel4: mutual TLS in front of it;
-# tesseract-ocr(-eng) and poppler-utils: OCR and rasterizing pages.
+# tesseract-ocr(-eng, -deu) and poppler-utils: OCR (English, German) and rasterizing pages;
+# add a tesseract-ocr-LANG package here for each further --lang the workers must read.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         gearman-job-server \
         tesseract-ocr \
         tesseract-ocr-eng \
+        tesseract-ocr-deu \
         tesseract-ocr-osd \
         poppler-utils \
         stunnel4 \

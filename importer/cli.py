@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -373,6 +372,22 @@ def doctor(
     from importer.doctor import run_doctor
 
     raise typer.Exit(run_doctor(_settings(), lang=lang, as_json=as_json, out=out))
+
+
+@app.command()
+def dashboard(
+    listen: Annotated[
+        str,
+        typer.Option(
+            "--listen", help="Address to listen on; beyond loopback IMPORTER_DASHBOARD_TOKEN."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8730,
+) -> None:
+    """Read-only web UI: batches with live progress, failures, gearmand, search, /metrics."""
+    from importer.dashboard.serve import serve
+
+    raise typer.Exit(serve(_settings(), listen, port, err=err))
 
 
 @app.command()

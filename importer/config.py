@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from importer.errors import ConfigError
@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # Bytes of inline jobs on gearmand (queued or running) at once: gearmand holds every
     # queued job's data in memory, and a worker several copies of the job it runs.
     inline_in_flight_mb: int = Field(default=256, gt=0)
+    # Pages OCR read with a mean word confidence below this (0-100) are marked for review.
+    review_confidence: float = Field(default=60.0, ge=0, le=100)
+    # required by `importer dashboard` beyond loopback; when set, required on loopback too
+    dashboard_token: SecretStr | None = None
 
     @field_validator("gearman_servers")
     @classmethod

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from importer import dashboard_probe
 from importer.config import Settings
 from importer.db.engine import open_database
 from importer.errors import ImporterError
@@ -169,7 +170,7 @@ def _socket_owners() -> dict[int, str]:
 
 def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
     checks = _listeners(settings) + _transport(settings) + _registrations(settings, gio)
-    checks += _file_modes(settings) + _mail_transport(settings)
+    checks += _file_modes(settings) + _mail_transport(settings) + _dashboard()
     checks.append(_isolation(settings))
     if not settings.roots:
         checks.append(
@@ -182,7 +183,34 @@ def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
             )
         )
     if not any(c.state in (WARN, EXPOSED) for c in checks):
-        checks.append(Check("exposure", OK, "gearmand on loopback or behind TLS; files private"))
+        checks.append(
+            Check(
+                "exposure",
+                OK,
+                "gearmand on loopback or behind TLS; files private; no dashboard open to others",
+            )
+        )
+    return checks
+
+
+def _dashboard() -> list[Check]:
+    """A dashboard that shows /metrics without its token on an address beyond loopback."""
+    answers = dashboard_probe.probe()
+    open_ = [a for a in answers if a.status == 200]
+    checks = [
+        Check(
+            "dashboard exposure",
+            EXPOSED,
+            f"{a.url} answers without a token: whoever reaches it reads the archive's"
+            " counts, and through the same gate its pages' text",
+            "set IMPORTER_DASHBOARD_TOKEN for `importer dashboard` (Prometheus sends it:"
+            " deploy/prometheus.yml), or serve it on 127.0.0.1 alone, with no proxy in front",
+        )
+        for a in open_
+    ]
+    if answers and not open_:
+        said = ", ".join(f"{a.url} ({a.status})" for a in answers)
+        checks.append(Check("dashboard exposure", OK, f"without a token: {said}"))
     return checks
 
 

@@ -103,6 +103,25 @@ def test_worker_settings(services: dict[str, dict[str, Any]]) -> None:
     assert "./inbox:/data:ro" in services["worker"]["volumes"]
 
 
+def test_the_dashboard_asks_for_its_token(services: dict[str, dict[str, Any]]) -> None:
+    """It listens beyond its container's loopback: without a token it would refuse to start,
+    and compose refuses to start it without one set."""
+    dashboard = services["dashboard"]
+    assert _command(dashboard)[:1] == ["dashboard"]
+    env = _environment(dashboard)
+    assert env["IMPORTER_DASHBOARD_TOKEN"].startswith("${IMPORTER_DASHBOARD_TOKEN:?")
+    assert env["IMPORTER_DATABASE_URL"] == _environment(services["worker"])["IMPORTER_DATABASE_URL"]
+
+
+def test_workers_get_time_to_drain(services: dict[str, dict[str, Any]]) -> None:
+    """On `docker compose stop` a worker finishes or hands back its document, then sends
+    its outbox for up to DRAIN_SECONDS: compose must wait longer than that."""
+    from workers.supervisor import DRAIN_SECONDS
+
+    grace = str(services["worker"]["stop_grace_period"])
+    assert grace.endswith("s") and int(grace[:-1]) > DRAIN_SECONDS
+
+
 def test_submitter_shares_the_workers_settings(services: dict[str, dict[str, Any]]) -> None:
     """Same keys, same database, same root: else signatures or paths would not match."""
     submit = services["submit"]
@@ -136,7 +155,7 @@ def test_gearmand_and_db_are_on_an_internal_network(
 
 def test_only_loopback_is_published(services: dict[str, dict[str, Any]]) -> None:
     published = {name: _published(s) for name, s in services.items() if _published(s)}
-    assert published == {"mail": ["127.0.0.1:8025:8025"]}
+    assert published == {"mail": ["127.0.0.1:8025:8025"], "dashboard": ["127.0.0.1:8730:8730"]}
     assert str(services["mail"]["image"]).startswith("axllent/mailpit")
 
 
@@ -158,7 +177,7 @@ def _dockerfile_packages() -> set[str]:
 def test_dockerfile() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^FROM python:3\.11-slim", text, re.MULTILINE)
-    assert _dockerfile_packages() >= DEBIAN_PACKAGES | {"tesseract-ocr-eng"}
+    assert _dockerfile_packages() >= DEBIAN_PACKAGES | {"tesseract-ocr-eng", "tesseract-ocr-deu"}
     assert re.search(r"pip install \.", text)
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"

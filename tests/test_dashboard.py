@@ -1,0 +1,330 @@
+"""`importer dashboard` as a user meets it: started as a command, read in a real browser
+(Playwright driving Debian's headless Chromium), while real workers import real PDFs."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+from sqlalchemy import insert
+from sqlalchemy.exc import DBAPIError
+
+from importer.config import Settings
+from importer.dashboard.highlight import pieces
+from importer.dashboard.readonly import make_read_only
+from importer.dashboard.serve import token_for
+from importer.db.engine import open_database
+from importer.db.models import Batch
+from importer.errors import BadInput
+from importer.gearman.address import free_port
+from tests.conftest import SAMPLES, _unavailable, importer, submit_json
+from tests.netns import Lan, NamespacesUnavailable
+
+CHROMIUM = Path("/usr/bin/chromium")
+HOSTILE = "<img src=x onerror=alert(1)>.pdf"
+SCREENSHOT = Path("/tmp/importer-dashboard.png")
+TOKEN = "t0ken-for-the-dashboard-test-0123456789"
+
+
+@contextmanager
+def dashboard(env: dict[str, str], log: Path) -> Iterator[str]:
+    """`importer dashboard --port FREE`, as a user starts it; its URL once it answers."""
+    port = free_port()
+    with open(log, "w") as said:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "importer", "dashboard", "--port", str(port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stderr=said,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"dashboard exited {proc.returncode}: {log.read_text()}")
+            with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert time.monotonic() < deadline, "the dashboard did not listen within 30 s"
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        _unavailable(f"{CHROMIUM} is missing: `apt-get install chromium` (scripts/install-deps)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM))
+        yield launched
+        launched.close()
+
+
+def _inbox(root: Path) -> Path:
+    """A scan (two pages of OCR: time to watch), a born-digital report, a broken PDF, and
+    a broken one whose name is HTML."""
+    inbox = root / "inbox"
+    inbox.mkdir()
+    for name in ("scanned_letter.pdf", "born_digital.pdf", "broken.pdf"):
+        shutil.copy(SAMPLES / name, inbox / name)
+    (inbox / HOSTILE).write_bytes((SAMPLES / "broken.pdf").read_bytes() + b"\x01")
+    return inbox
+
+
+def _text(page: Page, selector: str) -> str:
+    return page.locator(selector).inner_text()
+
+
+def _watch_it_move(page: Page, before: str, tmp_path: Path) -> None:
+    """The batch page changes on its own while workers run: no reload, the same page."""
+    page.wait_for_function(
+        "before => document.querySelector('#pages-done').textContent !== before",
+        arg=before,
+        timeout=60_000,
+    )
+    assert page.evaluate("window.notReloaded") is True
+    shot = tmp_path / "dashboard-batch.png"
+    page.screenshot(path=str(shot), full_page=True)
+    shutil.copy(shot, SCREENSHOT)
+    print(f"\nscreenshot of the batch page during the run: {SCREENSHOT} (and {shot})")
+
+
+def _gearmand_shows_the_worker(page: Page, url: str, address: str) -> None:
+    """The server is up, and the worker shows once it has connected (asked again until then)."""
+    page.goto(f"{url}/gearmand")
+    row = page.locator(f'tr[data-server="{address}"]')
+    assert row.get_attribute("class") == "up"
+    assert page.locator("table").nth(1).locator("tbody tr").count() >= 1  # doctor's exposure
+    deadline = time.monotonic() + 30
+    while int(row.locator("td").nth(3).inner_text()) < 1:
+        assert time.monotonic() < deadline, "no worker for import showed on the gearmand page"
+        page.wait_for_timeout(300)
+        page.reload()
+
+
+def _review_pages_flagged(page: Page) -> None:
+    """The scan's two OCR pages were read below the review threshold: counted on the batch
+    page, flagged on the document's."""
+    scan = page.locator("tr", has=page.get_by_role("link", name="scanned_letter.pdf"))
+    assert scan.locator("td").nth(4).inner_text() == "2"
+    scan.get_by_role("link").click()
+    flagged = page.locator("section.page.review")
+    assert flagged.count() == 2
+    assert flagged.first.locator(".flag").inner_text() == "needs review"
+    page.go_back()
+
+
+def _failures_show_names_as_text(
+    page: Page, url: str, batch: str, inbox: Path, env: dict[str, str]
+) -> None:
+    """The failed file's reason, the one the database holds; a name full of HTML shown as
+    typed, never an element."""
+    shown = json.loads(importer("status", batch, "--json", env=env, check=True).stdout)
+    broken = next(d for d in shown["documents"] if d["path"].endswith("/broken.pdf"))
+    assert broken["status"] == "failed" and broken["error"]
+    broken_row = page.locator("tr", has=page.get_by_role("link", name=broken["path"]))
+    assert broken_row.locator("td.reason").inner_text() == broken["error"]
+    kind = broken_row.locator("td").nth(5).inner_text()
+    hostile = str(inbox / HOSTILE)
+    assert page.get_by_role("link", name=hostile).is_visible()
+    assert page.locator("img").count() == 0
+
+    page.goto(f"{url}/failures")
+    group = page.locator(f'section[data-kind="{kind}"]')
+    assert "2 documents" in group.locator("h2").inner_text()
+    assert group.get_by_role("link", name=hostile).is_visible()
+    assert group.get_by_role("link", name=broken["path"]).is_visible()
+    assert group.locator("code.command").inner_text() == f"importer retry {batch}"
+    assert page.locator("img").count() == 0
+
+    page.get_by_role("link", name=hostile).click()
+    assert page.locator("h1").inner_text() == hostile
+    assert page.locator("img").count() == 0
+
+
+def _search_marks_matches(page: Page, url: str) -> None:
+    page.goto(f"{url}/search")
+    page.fill("input[name=q]", "Eastfield library")
+    page.get_by_role("button", name="Search").click()
+    first = page.locator("ol.hits li").first
+    assert first.locator("a.path").inner_text().endswith("/born_digital.pdf")
+    assert {m.lower() for m in first.locator("mark").all_inner_texts()} == {"eastfield", "library"}
+    page.goto(f"{url}/search?q=" + "%3Cb%3Elibrary%3C%2Fb%3E%20%22")
+    assert page.locator("b").count() == 0
+    # the document's text, from the hit's link
+    page.goto(f"{url}/search?q=Eastfield")
+    page.locator("ol.hits a.path").first.click()
+    assert "Eastfield Public Library" in page.locator("section.page pre").first.inner_text()
+
+
+@pytest.mark.slow
+def test_dashboard_follows_a_live_import(  # type: ignore[no-untyped-def]
+    tmp_path: Path, env: dict[str, str], gearmand, browser: Browser
+) -> None:
+    inbox = _inbox(tmp_path)
+    batch = submit_json(inbox, env)["batch_id"]
+    dialogs: list[str] = []
+    worker = None
+    try:
+        with dashboard(env, tmp_path / "dashboard.log") as url:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))  # type: ignore[func-returns-value]
+            first = page.goto(f"{url}/batches/{batch}")
+            assert first is not None
+            assert "script-src 'self'" in first.headers["content-security-policy"]
+            assert _text(page, "#documents-finished") == "0 / 4"
+            before = _text(page, "#pages-done")
+            page.evaluate("window.notReloaded = true")
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "importer", "worker", "--burst"],
+                env=env | {"IMPORTER_REVIEW_CONFIDENCE": "99"},  # every OCR page for review
+                stdin=subprocess.DEVNULL,
+            )
+            _gearmand_shows_the_worker(browser.new_page(), url, gearmand.address)
+            _watch_it_move(page, before, tmp_path)
+            page.wait_for_function(
+                "() => document.querySelector('#documents-finished').textContent === '4 / 4'",
+                timeout=90_000,
+            )
+            assert page.evaluate("window.notReloaded") is True
+            assert worker.wait(60) == 0
+            _review_pages_flagged(page)
+            _failures_show_names_as_text(page, url, batch, inbox, env)
+            _search_marks_matches(page, url)
+
+            metrics = page.request.get(f"{url}/metrics")
+            assert metrics.status == 200 and "importer_documents" in metrics.text()
+            # Open on loopback: a request named for another host (a rebound DNS name) fails.
+            conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
+            conn.request("GET", "/", headers={"Host": "attacker.example:8730"})
+            assert conn.getresponse().status == 421
+            conn.close()
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert dialogs == []
+
+
+def test_dashboard_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
+    env["IMPORTER_DATA_DIR"] = str(tmp_path / "data")
+    refused = importer(
+        "dashboard", "--listen", "192.0.2.10", "--port", "8730", env=env, timeout=60
+    )  # an address of TEST-NET-1: refused for want of a token, before any bind
+    assert refused.returncode == 2
+    assert "IMPORTER_DASHBOARD_TOKEN" in refused.stderr and "192.0.2.10" in refused.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was opened
+    with pytest.raises(BadInput, match="16 or more"):
+        token_for(Settings(dashboard_token="short"), "127.0.0.1")
+    assert token_for(Settings(), "::1") is None and token_for(Settings(), "127.0.0.2") is None
+
+
+# Runs inside the test's network namespace: every request a user's client could send.
+_CLIENT = """
+import http.client, json, sys, time
+host, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def get(path, headers={}, method="GET", body=None):
+    for _ in range(300):
+        try:
+            conn = http.client.HTTPConnection(host, port, timeout=10)
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            return [r.status, r.getheader("set-cookie"), r.getheader("www-authenticate"),
+                    r.read().decode()]
+        except ConnectionRefusedError:
+            time.sleep(0.1)
+    raise SystemExit("the dashboard never answered")
+bearer = {"Authorization": "Bearer " + token}
+form = {"Content-Type": "application/x-www-form-urlencoded"}
+out = {path: {"none": get(path), "bearer": get(path, bearer),
+              "wrong": get(path, {"Authorization": "Bearer " + token[:-1] + "x"})}
+       for path in ("/", "/static/htmx.min.js", "/metrics", "/failures", "/gearmand")}
+out["login-wrong"] = get("/login", form, "POST", "token=nope")
+out["login-huge"] = get("/login", form, "POST", "token=" + "x" * 5000)
+login = out["login"] = get("/login", form, "POST", "token=" + token)
+cookie = login[1].split(";")[0]
+out["cookie"] = get("/", {"Cookie": cookie})
+out["forged-cookie"] = get("/", {"Cookie": cookie.split("=")[0] + "=" + "0" * 64})
+print(json.dumps(out))
+"""
+
+
+def test_dashboard_token_guards_every_path_beyond_loopback(tmp_path: Path) -> None:
+    """Listening on an address beyond loopback (a network namespace's own link), every
+    path wants the token: as a bearer header, or the cookie the login form sets."""
+    try:
+        lan = Lan()
+    except NamespacesUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        host = lan.add("dash")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
+        env |= {"IMPORTER_DATA_DIR": str(tmp_path / "data"), "IMPORTER_DASHBOARD_TOKEN": TOKEN}
+        command = [sys.executable, "-m", "importer", "dashboard", "--listen", host.address]
+        host.start([*command, "--port", "8730"], env=env)
+        client = host.run([sys.executable, "-c", _CLIENT, host.address, "8730", TOKEN], timeout=60)
+        assert client.returncode == 0, client.stderr
+        seen = json.loads(client.stdout)
+    finally:
+        lan.close()
+    for path in ("/", "/static/htmx.min.js", "/metrics", "/failures", "/gearmand"):
+        assert seen[path]["none"][0] == 401, path
+        assert seen[path]["none"][2] == 'Bearer realm="importer dashboard"'
+        assert seen[path]["wrong"][0] == 401, path
+        assert seen[path]["bearer"][0] == 200, path
+    assert 'name="token"' in seen["/"]["none"][3]  # the login form, for a browser
+    # no gearmand in the namespace: shown down, with the reason
+    assert '<tr data-server="127.0.0.1:4730" class="down">' in seen["/gearmand"]["bearer"][3]
+    assert "Connection refused" in seen["/gearmand"]["bearer"][3]
+    assert seen["login-wrong"][0] == 401 and seen["login-wrong"][1] is None
+    assert seen["login-huge"][0] == 413
+    status, cookie, _, _ = seen["login"]
+    assert status == 303
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "samesite=strict"} <= flags and "secure" not in flags  # no TLS here
+    assert TOKEN not in cookie
+    assert seen["cookie"][0] == 200 and "Batches" in seen["cookie"][3]
+    assert seen["forged-cookie"][0] == 401
+
+
+def test_dashboard_connections_refuse_writes(database_url: str) -> None:
+    db = make_read_only(open_database(database_url))
+    with pytest.raises(DBAPIError, match="(?i)read.only|readonly"), db.session() as s:
+        s.execute(insert(Batch).values(id="b1", email="a@b.example"))
+    db.engine.dispose()
+
+
+def test_snippet_pieces_keep_markup_as_text() -> None:
+    snippet = '<b>cat</b> & "dog"'
+    assert pieces(snippet, [(3, 6), (14, 17)]) == [
+        ("<b>", False),
+        ("cat", True),
+        ('</b> & "', False),
+        ("dog", True),
+        ('"', False),
+    ]
+    # out of range, empty and overlapping offsets are clipped, never raise
+    assert pieces("abc", [(1, 2), (1, 3), (5, 9), (2, 2)]) == [
+        ("a", False),
+        ("b", True),
+        ("c", True),
+    ]
