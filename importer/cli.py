@@ -383,11 +383,19 @@ def dashboard(
         ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8730,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="Serve https with this certificate (with --tls-key)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="The key of --tls-cert.")
+    ] = None,
 ) -> None:
     """Read-only web UI: batches with live progress, failures, gearmand, search, /metrics."""
-    from importer.dashboard.serve import serve
+    from importer.dashboard.serve import serve, tls_files
 
-    raise typer.Exit(serve(_settings(), listen, port, err=err))
+    tls = tls_files(tls_cert, tls_key)
+    raise typer.Exit(serve(_settings(), listen, port, err=err, tls=tls))
 
 
 @app.command()

@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from importer.db.engine import Database
 from importer.db.models import Document, Page
+from importer.export import _cell
 
 FIELDS = ["batch_id", "job_id", "path", "page", "confidence"]
 
@@ -58,7 +59,7 @@ def write(db: Database, out: IO[str], fmt: str, batch_id: str | None = None) -> 
         if fmt == "jsonl":
             out.write(json.dumps(rec, ensure_ascii=False) + "\n")
         elif writer is not None:
-            writer.writerow(rec)
+            writer.writerow({k: _cell(v) for k, v in rec.items()})
         else:
             out.write(_line(rec))
         count += 1

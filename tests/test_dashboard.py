@@ -3,30 +3,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from sqlalchemy import insert
 from sqlalchemy.exc import DBAPIError
+from starlette.routing import Route
 
 from importer.config import Settings
+from importer.dashboard.app import build_app
+from importer.dashboard.guards import HEADERS
 from importer.dashboard.highlight import pieces
+from importer.dashboard.limits import Recent
 from importer.dashboard.readonly import make_read_only
-from importer.dashboard.serve import token_for
+from importer.dashboard.routes import gearmand as gearmand_page
+from importer.dashboard.serve import tls_files, token_for
 from importer.db.engine import open_database
 from importer.db.models import Batch
+from importer.doctor import check_exposure
 from importer.errors import BadInput
 from importer.gearman.address import free_port
 from tests.conftest import SAMPLES, _unavailable, importer, submit_json
@@ -39,12 +49,12 @@ TOKEN = "t0ken-for-the-dashboard-test-0123456789"
 
 
 @contextmanager
-def dashboard(env: dict[str, str], log: Path) -> Iterator[str]:
+def dashboard(env: dict[str, str], log: Path, *options: str) -> Iterator[str]:
     """`importer dashboard --port FREE`, as a user starts it; its URL once it answers."""
     port = free_port()
     with open(log, "w") as said:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "importer", "dashboard", "--port", str(port)],
+            [sys.executable, "-m", "importer", "dashboard", "--port", str(port), *options],
             env=env,
             stdin=subprocess.DEVNULL,
             stderr=said,
@@ -58,7 +68,7 @@ def dashboard(env: dict[str, str], log: Path) -> Iterator[str]:
                 break
             assert time.monotonic() < deadline, "the dashboard did not listen within 30 s"
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if '--tls-cert' in options else 'http'}://127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -280,7 +290,8 @@ def test_dashboard_token_guards_every_path_beyond_loopback(tmp_path: Path) -> No
         env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
         env |= {"IMPORTER_DATA_DIR": str(tmp_path / "data"), "IMPORTER_DASHBOARD_TOKEN": TOKEN}
         command = [sys.executable, "-m", "importer", "dashboard", "--listen", host.address]
-        host.start([*command, "--port", "8730"], env=env)
+        with open(tmp_path / "dashboard.log", "w") as said:
+            host.start([*command, "--port", "8730"], env=env, stderr=said)
         client = host.run([sys.executable, "-c", _CLIENT, host.address, "8730", TOKEN], timeout=60)
         assert client.returncode == 0, client.stderr
         seen = json.loads(client.stdout)
@@ -300,7 +311,10 @@ def test_dashboard_token_guards_every_path_beyond_loopback(tmp_path: Path) -> No
     status, cookie, _, _ = seen["login"]
     assert status == 303
     flags = {part.strip().lower() for part in cookie.split(";")[1:]}
-    assert {"httponly", "samesite=strict"} <= flags and "secure" not in flags  # no TLS here
+    assert {"httponly", "samesite=strict", "max-age=43200"} <= flags
+    assert "secure" not in flags  # no TLS here: and a warning that the token travels in clear
+    warned = (tmp_path / "dashboard.log").read_text()
+    assert "WARNING" in warned and "--tls-cert" in warned and "SSH tunnel" in warned
     assert TOKEN not in cookie
     assert seen["cookie"][0] == 200 and "Batches" in seen["cookie"][3]
     assert seen["forged-cookie"][0] == 401
@@ -328,3 +342,196 @@ def test_snippet_pieces_keep_markup_as_text() -> None:
         ("b", True),
         ("c", True),
     ]
+
+
+def _get(
+    url: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    """One plain HTTP request, as curl or a browser sends it: status, headers, body."""
+    conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        answer = conn.getresponse()
+        return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read().decode()
+    finally:
+        conn.close()
+
+
+def test_dashboard_refuses_other_sites_and_hostile_parameters(tmp_path: Path, pg_url: str) -> None:
+    """On loopback without a token: a page of another site cannot make the operator's
+    browser search or probe; hostile parameters are 400/404 with the security headers,
+    never a 500 (PostgreSQL refuses a NUL in a query)."""
+    db = open_database(pg_url)
+    with db.session() as s:
+        s.add(Batch(id="20260101-120000-a1b2c3", email="a@b.example"))
+        s.commit()
+    db.engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
+    env |= {"IMPORTER_DATA_DIR": str(tmp_path / "data"), "IMPORTER_DATABASE_URL": pg_url}
+    huge = "9" * 5000
+    with dashboard(env, tmp_path / "dashboard.log") as url:
+        own = url  # what a browser names as the Origin of the dashboard's own pages
+        for path in ("/search?q=library", "/gearmand"):
+            for headers in (
+                {"Sec-Fetch-Site": "cross-site"},
+                {"Sec-Fetch-Site": "same-site"},
+                {"Origin": "http://attacker.example"},
+                {"Origin": "null"},
+                {"Origin": "https://127.0.0.1:" + url.rpartition(":")[2]},
+                {"Sec-Fetch-Site": "same-origin", "Origin": "http://attacker.example"},
+            ):
+                status, seen, body = _get(url, path, headers)
+                assert status == 403, (path, headers)
+                assert "other sites" in body and "content-security-policy" in seen
+            for headers in (
+                {},  # curl, Prometheus
+                {"Sec-Fetch-Site": "none"},  # typed into the address bar
+                {"Sec-Fetch-Site": "same-origin", "Origin": own},  # the page's own htmx
+            ):
+                assert _get(url, path, headers)[0] == 200, (path, headers)
+        batch = "/batches/20260101-120000-a1b2c3"
+        assert _get(url, batch)[0] == 200
+        for path, status in (
+            (f"{batch}?after=%C2%B2", 400),  # a superscript two: isdigit(), not a number
+            (f"{batch}?before=%D9%A3", 400),  # an Arabic-Indic three
+            (f"{batch}?after={huge}", 400),
+            (f"{batch}?after=12345678901234567890", 400),  # 20 digits: beyond any id
+            ("/documents/1?from=%C2%B2", 400),
+            (f"/documents/1?from={huge}", 400),
+            ("/batches/x%00y", 404),
+            ("/batches/x%0Ay", 404),
+            ("/batches/x%00y/live", 404),
+            ("/search?q=a&batch=x%00y", 400),
+        ):
+            got, seen, body = _get(url, path)
+            assert got == status, (path, got, body[:300])
+            assert "content-security-policy" in seen and "Traceback" not in body
+    assert "Traceback" not in (tmp_path / "dashboard.log").read_text()
+
+
+def _asgi(app: Any, path: str) -> tuple[int, dict[str, str], str]:
+    """A GET to the app in this process, addressed to loopback: status, headers, body."""
+    target = urlsplit(path)
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": unquote(target.path),
+        "raw_path": target.path.encode(),
+        "query_string": target.query.encode(),
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1:8730")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8730),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with suppress(RuntimeError):  # an unexpected error is raised again after its answer
+        asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    headers = {k.decode().lower(): v.decode() for k, v in start["headers"]}
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], headers, body.decode()
+
+
+def test_dashboard_limits_searches_probes_and_hides_crashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(data_dir=tmp_path, gearman_servers=f"127.0.0.1:{free_port()}")
+    app = build_app(
+        settings, make_read_only(open_database(settings.resolved_database_url)), token=None
+    )
+    board = app.state.dashboard
+
+    # two searches running: a third is told to come back, not queued
+    with board.searches.taken() as first, board.searches.taken() as second:
+        assert first and second
+        status, _, body = _asgi(app, "/search?q=library")
+        assert status == 503 and "searches are running" in body
+    assert _asgi(app, "/search?q=library")[0] == 200
+
+    # reloading /gearmand reuses the exposure probes' result
+    probes: list[Settings] = []
+
+    def counted(settings: Settings, gio: Any) -> Any:
+        probes.append(settings)
+        return check_exposure(settings, gio)
+
+    monkeypatch.setattr(gearmand_page, "check_exposure", counted)
+    for _ in range(3):
+        assert _asgi(app, "/gearmand")[0] == 200
+    assert len(probes) == 1
+
+    # an unexpected error: a plain 500 with the security headers, no traceback
+    def broken(request: Any) -> Any:
+        raise RuntimeError("secret detail of a bug")
+
+    app.router.routes.append(Route("/broken", broken))
+    status, headers, body = _asgi(app, "/broken")
+    assert status == 500
+    assert "secret detail" not in body and "Traceback" not in body
+    assert {k: headers.get(k) for k in HEADERS} == HEADERS
+    board.db.engine.dispose()
+
+
+def test_recent_is_made_again_once_old() -> None:
+    now = [100.0]
+    recent: Recent[int] = Recent(10.0, clock=lambda: now[0])
+    made = iter(range(10))
+    assert recent.get(lambda: next(made)) == 0
+    now[0] += 9.9
+    assert recent.get(lambda: next(made)) == 0
+    now[0] += 0.1
+    assert recent.get(lambda: next(made)) == 1
+
+
+def test_dashboard_serves_tls_with_a_certificate_of_certs_init(tmp_path: Path) -> None:
+    """`importer certs init DIR` then `importer dashboard --tls-cert --tls-key`: https that
+    the CA verifies, and a login cookie a browser sends over TLS only, for 12 hours."""
+    certs = tmp_path / "certs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
+    env |= {"IMPORTER_DATA_DIR": str(tmp_path / "data"), "IMPORTER_DASHBOARD_TOKEN": TOKEN}
+    importer("certs", "init", str(certs), env=env, check=True, timeout=60)
+    half = importer("dashboard", "--tls-cert", str(certs / "server.pem"), env=env, timeout=60)
+    assert half.returncode == 2 and "--tls-key" in half.stderr, half.stderr
+    with pytest.raises(BadInput, match="--tls-key needs --tls-cert"):
+        tls_files(None, certs / "server.key")
+    with pytest.raises(BadInput, match="not a certificate and its key"):
+        tls_files(certs / "server.pem", certs / "ca.key")
+    tls = ("--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"))
+    with dashboard(env, tmp_path / "dashboard.log", *tls) as url:
+        assert url.startswith("https://")
+        trusted = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+
+        def request(method: str, path: str, body: str | None = None, **headers: str) -> Any:
+            conn = http.client.HTTPSConnection(
+                url.removeprefix("https://"), timeout=30, context=trusted
+            )
+            conn.request(method, path, body=body, headers=headers)
+            answer = conn.getresponse()
+            answer.read()
+            conn.close()
+            return answer
+
+        assert request("GET", "/").status == 401
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        login = request("POST", "/login", "token=" + TOKEN, **form)
+        assert login.status == 303
+        cookie = login.getheader("set-cookie")
+        flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+        assert {"secure", "httponly", "samesite=strict", "max-age=43200"} <= flags
+        assert request("GET", "/", Cookie=cookie.split(";")[0]).status == 200
+        with pytest.raises(ssl.SSLCertVerificationError):  # not a certificate anyone trusts
+            http.client.HTTPSConnection(
+                url.removeprefix("https://"), timeout=30, context=ssl.create_default_context()
+            ).request("GET", "/")
+    said = (tmp_path / "dashboard.log").read_text()
+    assert f"{url}/" in said and "WARNING" not in said

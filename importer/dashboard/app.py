@@ -3,8 +3,10 @@
     app = build_app(settings, make_read_only(open_database(url)), token=None)
 
 Without a token it answers requests addressed to loopback only; with one, only requests
-that carry it (`auth`). Pages are sync functions: Starlette runs them in its thread pool,
-each with its own database session.
+that carry it (`auth`); never a request a browser sends for another site (`guards`). An
+unexpected error is a plain 500 with the security headers, its traceback in the log only.
+Pages are sync functions: Starlette runs them in its thread pool, each with its own
+database session.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -72,10 +74,17 @@ def build_app(settings: Settings, db: Database, *, token: str | None) -> Starlet
             request, "error.html", {"status": status, "message": message}, status_code=status
         )
 
+    def crashed(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse(
+            "the dashboard failed on this request: its log says why",
+            status_code=500,
+            headers=guards.HEADERS,
+        )
+
     served: list[BaseRoute] = [route for module in PAGES for route in module.routes]
     served.append(Route("/favicon.ico", lambda request: Response(status_code=204)))
     served.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
-    middleware = [Middleware(guards.SecurityHeaders)]
+    middleware = [Middleware(guards.SecurityHeaders), Middleware(guards.SameOriginOnly)]
     if token:
         served += auth.login_routes(token, refuse)
         middleware.append(Middleware(auth.TokenGate, token=token, refuse=refuse))
@@ -84,7 +93,12 @@ def build_app(settings: Settings, db: Database, *, token: str | None) -> Starlet
     app = Starlette(
         routes=served,
         middleware=middleware,
-        exception_handlers={HTTPException: failed, ImporterError: failed, OperationalError: failed},
+        exception_handlers={
+            HTTPException: failed,
+            ImporterError: failed,
+            OperationalError: failed,
+            Exception: crashed,
+        },
     )
     app.state.dashboard = board
     return app

@@ -2,7 +2,8 @@
 
 A request carries it as `Authorization: Bearer TOKEN`, or carries the login cookie that
 POST /login sets for the right token. The cookie holds an HMAC of the token, not the token;
-both are compared in constant time. Every path but /login needs one of them: the pages,
+both are compared in constant time. It lasts 12 hours, and is `Secure` when the
+dashboard serves TLS (--tls-cert). Every path but /login needs one of them: the pages,
 their fragments, the static files and /metrics.
 """
 
@@ -21,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 LOGIN_PATH = "/login"
 COOKIE = "importer_dashboard"
 MAX_LOGIN_BYTES = 4096
+COOKIE_SECONDS = 12 * 3600
 _SESSION_LABEL = b"importer dashboard session"
 
 Refuse = Callable[[Request, str | None], Response]  # (request, message) -> the login page
@@ -78,6 +80,7 @@ def login_routes(token: str, refuse: Refuse) -> list[Route]:
         response.set_cookie(
             COOKIE,
             cookie_value(token),
+            max_age=COOKIE_SECONDS,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",

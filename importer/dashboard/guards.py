@@ -2,7 +2,10 @@
 
 Without a token the dashboard answers only requests addressed to loopback (the Host
 header), so a web page that rebinds its own name to 127.0.0.1 cannot read it through the
-visitor's browser. Every response forbids scripts and styles from anywhere but the
+visitor's browser. A request a browser sends on behalf of another site (its
+`Sec-Fetch-Site` or `Origin` header says so) is refused too: a page the operator visits
+could otherwise time searches or make the gearmand page probe the host. curl and Prometheus
+send neither header. Every response forbids scripts and styles from anywhere but the
 dashboard itself, framing, and caching page text.
 """
 
@@ -67,6 +70,44 @@ class LoopbackHostOnly:
                     " IMPORTER_DASHBOARD_TOKEN the dashboard answers only requests addressed to"
                     " 127.0.0.1, ::1 or localhost",
                     status_code=421,
+                )
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+SAME_SITE_FETCHES = frozenset({"same-origin", "none"})
+
+
+def cross_site(scope: Scope) -> str | None:
+    """Why a browser sent this request for another site, or None when it did not.
+
+    `Sec-Fetch-Site: cross-site` -> "Sec-Fetch-Site is cross-site";
+    `Origin: https://evil.example` on a request to http://127.0.0.1:8730 -> "Origin ..."."""
+    headers = Headers(scope=scope)
+    fetch_site = headers.get("sec-fetch-site")
+    if fetch_site is not None and fetch_site.strip().lower() not in SAME_SITE_FETCHES:
+        return f"Sec-Fetch-Site is {fetch_site[:40]!r}"
+    origin = headers.get("origin")
+    own = f"{scope.get('scheme', 'http')}://{headers.get('host', '')}".lower()
+    if origin is not None and origin.strip().lower() != own:
+        return f"Origin {origin[:100]!r} is not {own[:100]!r}"
+    return None
+
+
+class SameOriginOnly:
+    """Refuse (403) a request a browser sends on behalf of another site."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            reason = cross_site(scope)
+            if reason is not None:
+                refused = PlainTextResponse(
+                    f"{reason}: the dashboard answers only its own pages, not other sites",
+                    status_code=403,
                 )
                 await refused(scope, receive, send)
                 return

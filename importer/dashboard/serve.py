@@ -1,12 +1,16 @@
 """`importer dashboard`: check where it may listen, open the database read-only, serve.
 
 Off loopback the dashboard starts only with IMPORTER_DASHBOARD_TOKEN set: page text and
-file names are not for whoever reaches the port.
+file names are not for whoever reaches the port. With --tls-cert and --tls-key (e.g.
+`importer certs init DIR`'s server.pem and server.key) it serves https; off loopback
+without them it warns that the token crosses the network in clear.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
+from pathlib import Path
 
 import uvicorn
 from rich.console import Console
@@ -62,16 +66,53 @@ def bind(listen: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: Settings, listen: str, port: int, *, err: Console) -> int:
+def tls_files(cert: Path | None, key: Path | None) -> tuple[Path, Path] | None:
+    """Both TLS files, or None for plain http; BadInput when only one is given, or they
+    are not a certificate and its key."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        given, missing = (
+            ("--tls-key", "--tls-cert") if cert is None else ("--tls-cert", "--tls-key")
+        )
+        raise BadInput(f"{given} needs {missing} too: give both, or neither for plain http")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as e:
+        raise BadInput(
+            f"--tls-cert {cert} --tls-key {key}: not a certificate and its key ({e})"
+            " (make them with `importer certs init DIR`)"
+        ) from e
+    return cert, key
+
+
+def serve(
+    settings: Settings,
+    listen: str,
+    port: int,
+    *,
+    err: Console,
+    tls: tuple[Path, Path] | None = None,
+) -> int:
     token = token_for(settings, listen)
     db = make_read_only(open_database(settings.resolved_database_url))
     sock = bind(listen, port)
     app = build_app(settings, db, token=token)
     where = format_address(listen.strip("[]"), sock.getsockname()[1])
     guarded = "the token required" if token else "open to this machine only"
-    err.print(f"importer dashboard: http://{where}/ (read-only, {guarded})", highlight=False)
+    scheme = "https" if tls else "http"
+    err.print(f"importer dashboard: {scheme}://{where}/ (read-only, {guarded})", highlight=False)
+    if token and not tls and not is_loopback(listen):
+        err.print(
+            f"WARNING: {where} is beyond loopback without TLS: the token and every page cross"
+            " the network in clear. Use --tls-cert/--tls-key (`importer certs init DIR` makes"
+            " them) or reach it through an SSH tunnel (ssh -L 8730:127.0.0.1:8730 HOST)",
+            highlight=False,
+        )
     config = uvicorn.Config(
         app,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
         log_level="warning",
         proxy_headers=False,
         server_header=False,

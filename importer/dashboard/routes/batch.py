@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from importer.dashboard.queries import documents_page
-from importer.dashboard.state import dashboard, int_param
+from importer.dashboard.state import dashboard, has_control, int_param
 from importer.errors import BadInput
 from importer.status import overview
 
@@ -18,6 +18,10 @@ from importer.status import overview
 def _context(request: Request) -> dict[str, object]:
     board = dashboard(request)
     batch_id = request.path_params["batch_id"]
+    if has_control(batch_id):
+        raise HTTPException(
+            404, f"no batch {batch_id[:40]!r}: a batch id holds no control character"
+        )
     try:
         (batch,) = overview(board.db, batch_id).batches
     except BadInput as e:
