@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 from sqlalchemy import select
@@ -60,18 +60,39 @@ def records(db: Database, batch_id: str | None = None) -> Iterator[dict[str, Any
 
 
 def write(db: Database, out: IO[str], fmt: str, batch_id: str | None = None) -> int:
+    return write_records(
+        records(db, batch_id),
+        out,
+        fmt,
+        json_keys=FIELDS,
+        csv_keys=CSV_FIELDS,
+        line=lambda rec: f"==> {rec['path']} [{rec['status']}] <==\n{rec['text']}\n",
+    )
+
+
+def write_records(
+    recs: Iterable[dict[str, Any]],
+    out: IO[str],
+    fmt: str,
+    *,
+    json_keys: Sequence[str],
+    csv_keys: Sequence[str],
+    line: Callable[[dict[str, Any]], str],
+) -> int:
+    """Records as jsonl (their `json_keys`), csv (their `csv_keys`, every cell guarded) or
+    txt (`line` of each); how many there were."""
     count = 0
     writer = None
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(out, fieldnames=csv_keys)
         writer.writeheader()
-    for rec in records(db, batch_id):
+    for rec in recs:
         if fmt == "jsonl":
-            out.write(json.dumps({k: rec[k] for k in FIELDS}, ensure_ascii=False) + "\n")
+            out.write(json.dumps({k: rec[k] for k in json_keys}, ensure_ascii=False) + "\n")
         elif writer is not None:
-            writer.writerow({k: _cell(v) for k, v in rec.items()})
+            writer.writerow({k: _cell(rec[k]) for k in csv_keys})
         else:
-            out.write(f"==> {rec['path']} [{rec['status']}] <==\n{rec['text']}\n")
+            out.write(line(rec))
         count += 1
     return count
 

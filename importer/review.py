@@ -12,7 +12,6 @@ decides, `workers.review`). One record per page, in the order of `importer expor
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from typing import IO, Any
@@ -21,7 +20,7 @@ from sqlalchemy import select
 
 from importer.db.engine import Database
 from importer.db.models import Document, Page
-from importer.export import _cell
+from importer.export import write_records
 
 FIELDS = ["batch_id", "job_id", "path", "page", "confidence"]
 
@@ -50,20 +49,8 @@ def pages(db: Database, batch_id: str | None = None) -> Iterator[dict[str, Any]]
 
 def write(db: Database, out: IO[str], fmt: str, batch_id: str | None = None) -> int:
     """Write the pages for review as jsonl, csv or txt; how many there were."""
-    count = 0
-    writer = None
-    if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=FIELDS)
-        writer.writeheader()
-    for rec in pages(db, batch_id):
-        if fmt == "jsonl":
-            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        elif writer is not None:
-            writer.writerow({k: _cell(v) for k, v in rec.items()})
-        else:
-            out.write(_line(rec))
-        count += 1
-    return count
+    recs = pages(db, batch_id)
+    return write_records(recs, out, fmt, json_keys=FIELDS, csv_keys=FIELDS, line=_line)
 
 
 def _line(rec: dict[str, Any]) -> str:
