@@ -27,6 +27,7 @@ from importer.live_progress import (
     summary_line,
 )
 from importer.notify import validate_address
+from importer.report_text import printable
 from importer.requeue import requeue_stale, retry_batch
 from importer.states import NotifyMode, Priority, TextLayerMode
 from importer.status import DOCUMENTS_LIMIT, StatusReport, overview, with_documents
@@ -94,7 +95,8 @@ def do_submit(
         if gio is not None:
             gio.close()
     print_submit_result(result, opts, as_json=as_json, out=out)
-    if result.submitted == 0 and result.not_pdf == result.too_large == result.skipped == 0:
+    refused = result.not_pdf + result.too_large + result.bad_name
+    if result.submitted == 0 and refused == result.skipped == 0:
         raise BadInput(
             f"no PDF found in {', '.join(paths)} ({result.ignored} other files ignored): "
             "check the path, or --include/--exclude"
@@ -142,11 +144,12 @@ def print_submit_result(
         return
     if opts.dry_run:
         for path in result.would_submit:
-            out.print(path, highlight=False)
+            out.print(printable(path), highlight=False)
         out.print(
             f"dry run: {result.submitted} PDFs would be submitted, {result.skipped} skipped "
             f"(already imported), {result.not_pdf} named .pdf but not PDFs, "
             f"{result.ignored} other files ignored"
+            + (f", {result.bad_name} with names not valid UTF-8" if result.bad_name else "")
         )
         return
     out.print(
@@ -158,6 +161,9 @@ def print_submit_result(
             f" other files ignored",
             f", {result.too_large} over IMPORTER_MAX_INLINE_MB (recorded as failed)"
             if result.too_large
+            else "",
+            f", {result.bad_name} with names not valid UTF-8 (recorded as failed)"
+            if result.bad_name
             else "",
             f"\nfollow it with: importer status {result.batch_id or ''}",
         )
@@ -208,7 +214,7 @@ def show_status(
     for b in report.batches:
         counts = (b.total, b.queued, b.running, b.done, b.failed, b.pages_done)
         done_at = b.finished_at.strftime("%H:%M:%S") if b.finished_at else "-"
-        table.add_row(b.id, *(str(n) for n in counts), done_at, b.email)
+        table.add_row(printable(b.id), *(str(n) for n in counts), done_at, printable(b.email))
     out.print(table)
     for shown in blocks:
         out.print(shown)
@@ -219,13 +225,17 @@ def show_status(
             "status",
             "progress",
             "error",
-            title=f"documents of {batch}",
+            title=f"documents of {printable(batch)}",
             box=box.SIMPLE_HEAD,
         )
         for d in report.documents or ():
             num, den = d.progress
             docs.add_row(
-                d.path, d.job_id, d.status.value, f"{num}/{den}" if den else "", d.error or ""
+                printable(d.path),
+                printable(d.job_id),
+                d.status.value,
+                f"{num}/{den}" if den else "",
+                printable(d.error or ""),
             )
         out.print(docs)
         if report.documents_unlisted:
@@ -296,7 +306,7 @@ def _print_review(report: StatusReport, batch: str, out: Console) -> None:
         box=box.SIMPLE_HEAD,
     )
     for r in report.review:
-        table.add_row(r.path, r.job_id, str(r.pages_review))
+        table.add_row(printable(r.path), printable(r.job_id), str(r.pages_review))
     out.print(table)
     if documents > len(report.review):
         out.print(f"… and {documents - len(report.review):,} more; --all for every one")

@@ -7,8 +7,10 @@ A derived default (the database and mail URLs inside the data dir) is shown reso
 
 Masking goes by a rule, not a list: a key whose name holds a secret word (secret, token,
 password, ...) shows only whether it is set, or for a `*_keys` list its key ids; any URL
-shows its password and secret-named query parameters as `***`; a key named `*key*` that
-holds a path (a TLS key file) is shown, since the path is no secret.
+shows its user part (a name, a password, an API key given as the user) as `***`, and
+the value of every query parameter whose name holds a secret word (pass, pwd, key, auth,
+token, secret, ...) as `***`; a key named `*key*` that holds a path (a TLS key file) is
+shown, since the path is no secret.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import typing
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypedDict
+from urllib.parse import unquote_plus
 
 from rich.table import Table
 
@@ -28,7 +31,10 @@ from importer.config import ENV_PREFIX, Settings
 MASK = "***"
 SECRET_WORDS = frozenset({"secret", "secrets", "token", "password", "passphrase", "credentials"})
 KEY_WORDS = frozenset({"key", "keys"})  # secret material unless the value is a path
-_SECRET_PARAM = re.compile(r"([^=&;]*(?:secret|token|password|passphrase)[^=&;]*)=[^&;]*", re.I)
+# a query parameter whose name holds one of these is masked: sslpassword, api_key, apikey,
+# auth_token, pwd, client_secret, ...
+PARAM_WORDS = ("pass", "pwd", "key", "auth", "token", "secret", "credential")
+_PARAM_SEPARATOR = re.compile(r"([&;])")
 
 JsonValue = str | int | float | bool | None
 
@@ -44,7 +50,7 @@ class ConfigEntry(TypedDict):
 
         {"IMPORTER_CONFIG": {"value": "/etc/importer/importer.toml", "source": "environment"},
          "IMPORTER_DATA_DIR": {"value": "/var/lib/importer", "source": "file"},
-         "IMPORTER_DATABASE_URL": {"value": "postgresql+psycopg://importer:***@db/importer",
+         "IMPORTER_DATABASE_URL": {"value": "postgresql+psycopg://***@db/importer",
                                    "source": "environment"},
          "IMPORTER_SECRET_KEYS": {"value": "k2:***,k1:***", "source": "environment"},
          "IMPORTER_MAX_PAGES": {"value": 5000, "source": "default"}}
@@ -112,19 +118,23 @@ def mask(name: str, value: JsonValue, *, holds_path: bool = False) -> JsonValue:
 
 
 def mask_url(url: str) -> str:
-    """The URL with its password and secret-named query parameters masked. Everything
-    between the user name and the last '@' is masked, as a password may hold '@', '/' or
-    '?': never less than the password, at worst also what came after it."""
+    """The URL with its user part and secret-named query parameters masked. Everything
+    before the last '@' of the authority is masked, as a password may hold '@', '/' or
+    '?': never less than the user part, at worst also what came after it."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, after = rest.rpartition("@")
-    if at and ":" in userinfo:
-        rest = f"{userinfo.partition(':')[0]}:{MASK}@{after}"
+    if at:
+        rest = f"{MASK}@{after}"
     base, question, query = rest.partition("?")
-    return scheme + sep + base + question + _SECRET_PARAM.sub(_masked_param, query)
+    params = "".join(_masked_param(part) for part in _PARAM_SEPARATOR.split(query))
+    return scheme + sep + base + question + params
 
 
-def _masked_param(match: re.Match[str]) -> str:
-    return f"{match.group(1)}={MASK}"
+def _masked_param(part: str) -> str:
+    name, equals, _ = part.partition("=")
+    if equals and any(word in unquote_plus(name).lower() for word in PARAM_WORDS):
+        return f"{name}={MASK}"
+    return part
 
 
 def _is_path(annotation: Any) -> bool:

@@ -3,7 +3,10 @@
 File names, reasons and snippets come from the files and the people who name them: they
 are printed as they are, never read as Rich markup (`markup=False`), and with every
 control character shown as an escape (`\\x1b`), so a name holding ESC sequences cannot
-clear the screen, retitle the terminal or write to its clipboard.
+clear the screen, retitle the terminal or write to its clipboard. Bidi overrides,
+zero-width characters and lone surrogates are escaped too (`\\u202e`): they could reorder
+or hide what a line shows. A field that must stay on one line (a path, a snippet) goes
+through `importer.report_text.printable`, which escapes newlines and tabs as well.
 """
 
 from __future__ import annotations
@@ -13,17 +16,13 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-# C0 controls but tab and newline, DEL, and the C1 controls (0x9b is a one-byte CSI).
-_CONTROLS = {
-    code: f"\\x{code:02x}"
-    for code in (*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0))
-    if code not in (0x09, 0x0A)
-}
+from importer.report_text import printable
 
 
 def visible(text: str) -> str:
-    """The text with every control character written out as an escape."""
-    return text.translate(_CONTROLS)
+    """The text with its line breaks kept and, on each line, every control, bidi or
+    invisible character (and a tab) written out as an escape."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 class SafeConsole(Console):

@@ -8,7 +8,7 @@ seconds, e.g.::
 
     batch 20260101-120000-a1b2c3: 120/500 documents, 1,830 pages, 14.2 pages/s, ETA 6m 10s, 2 failed
 
-File names come from outside: shown on one line, through `importer.console.visible`.
+File names come from outside: shown on one line, through `importer.report_text.printable`.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import func, select
 
-from importer.console import visible
 from importer.db.engine import Database
 from importer.db.models import Document
 from importer.errors import ImporterError
 from importer.gearman.client import GearmanIO
 from importer.progress import Rate, Remaining, eta_seconds, format_duration, format_rate
+from importer.report_text import printable
 from importer.states import DocStatus
 
 SHOWN_DOCUMENTS = 10  # running documents listed, then "and N more"
@@ -157,14 +157,9 @@ class Tracker:
         return Estimate(per_second, eta_seconds(p.remaining, per_second))
 
 
-def one_line(text: str) -> str:
-    """Text from outside on one line: controls escaped, newlines and tabs too."""
-    return visible(text).replace("\n", "\\n").replace("\t", "\\t")
-
-
 def summary_line(p: BatchProgress, est: Estimate) -> str:
     """The plain line: `batch ID: ` and the counts."""
-    return f"batch {one_line(p.batch_id)}: {counts(p, est)}"
+    return f"batch {printable(p.batch_id)}: {counts(p, est)}"
 
 
 def counts(p: BatchProgress, est: Estimate) -> str:
@@ -181,7 +176,7 @@ def document_lines(p: BatchProgress) -> list[Text]:
     lines = []
     for d in p.running:
         pages = "counting pages" if d.pages is None else f"page {d.pages_done}/{d.pages}"
-        line = Text.assemble("  ", one_line(PurePath(d.path).name), "  ", (pages, "cyan"))
+        line = Text.assemble("  ", printable(PurePath(d.path).name), "  ", (pages, "cyan"))
         line.no_wrap, line.overflow = True, "ellipsis"
         lines.append(line)
     more = p.running_total - len(p.running)
@@ -201,7 +196,7 @@ def block(
         Text(counts(p, est)),
         Text(format_duration(elapsed), style="dim") if elapsed is not None else "",
     )
-    title = [Text(f"batch {one_line(p.batch_id)}", style="bold")] if named else []
+    title = [Text(f"batch {printable(p.batch_id)}", style="bold")] if named else []
     return Group(*title, head, *document_lines(p))
 
 

@@ -15,6 +15,8 @@ The document could not be read:
     timeout           a page or the whole document ran past its timeout
     language          Tesseract has no data for a requested language
     unreadable        the file could not be read (storage trouble, permissions)
+    bad-name          the file name is not valid UTF-8: it is stored with its bytes
+                      escaped, and no job is sent (rename the file)
     crashed           the reading child or a program it ran died
     out-of-memory     the reading child ran out of its memory limit
     tool-failed       an external program failed (not the document's fault, maybe)
@@ -46,6 +48,7 @@ class ErrorKind(StrEnum):
     timeout = "timeout"
     language = "language"
     unreadable = "unreadable"
+    bad_name = "bad-name"
     crashed = "crashed"
     out_of_memory = "out-of-memory"
     tool_failed = "tool-failed"

@@ -18,8 +18,11 @@ def printable(text: str) -> str:
     """Escape what could forge a line or hide text: controls, bidi overrides, surrogates.
 
     Surrogates matter too: file names read with surrogateescape carry them, and they
-    cannot be encoded into the UTF-8 body at all.
+    cannot be encoded into the UTF-8 body at all. Newlines and tabs are escaped too: the
+    result is always one line (a terminal's status row, a search hit, an e-mail line).
     """
+    if text.isprintable():  # nothing of those categories (nor any other space but " ")
+        return text
     return "".join(
         ch.encode("unicode_escape").decode("ascii")
         if unicodedata.category(ch) in _UNSAFE_CATEGORIES

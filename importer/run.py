@@ -30,6 +30,7 @@ from importer.gearman.server import GearmandProcess
 from importer.live_progress import PROGRESS_EVERY, BatchDisplay, Tracker, read_progress
 from importer.notify import validate_address
 from importer.outbox import deliver_pending
+from importer.report_text import printable
 from importer.states import NotifyMode, TextLayerMode
 from importer.status import BatchStatus, documents, overview, unfinished
 from importer.submit import SubmitOptions
@@ -210,7 +211,8 @@ def run_all(
         _print_summary(settings, batch, elapsed, out)
         for doc in documents(db, result.batch_id, None):
             if doc.failed:
-                out.print(f"  {doc.status.value}: {doc.path}: {doc.error}", highlight=False)
+                failure = f"{doc.status.value}: {doc.path}: {doc.error}"
+                out.print("  " + printable(failure), highlight=False)
     return int(ExitCode.ok if batch.failed == 0 else ExitCode.some_failed)
 
 

@@ -5,7 +5,10 @@ with its words in order. Nothing a person types is query syntax: each term goes 
 database as a quoted FTS5 string (SQLite) or through phraseto_tsquery (PostgreSQL), so
 `NEAR(`, `*`, `-`, `:`, `OR`, a stray quote or an SQL quote are only words or separators.
 Ranked with bm25 (SQLite) or ts_rank_cd normalized by length (PostgreSQL), among the
-first RANK_CANDIDATES pages found. The snippet and where the words lie in it are worked
+first RANK_CANDIDATES pages found. A query runs for at most SEARCH_SECONDS (a progress
+handler on SQLite, statement_timeout on PostgreSQL): a pair of common words over millions
+of pages would otherwise hold the command, or a dashboard request, for tens of seconds.
+The snippet and where the words lie in it are worked
 out here, on the page's text, folded as the index folds it.
 
     >>> search(db, 'muller "annual report"', batch_id="20261201-a1ca5d", limit=5)
@@ -17,13 +20,15 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from importer.db.engine import Database
 from importer.db.page_search_ddl import FOLD, FTS_TABLE, VECTOR
@@ -32,7 +37,13 @@ from importer.search_hits import SearchHit
 
 SNIPPET_CHARS = 160
 LEAD_CHARS = 40  # context kept before the best match
-MAX_TERMS = 32
+MAX_TERMS = 32  # words, each word of a phrase counted
+SEARCH_SECONDS = 5.0
+# virtual machine steps between two looks at the clock: FTS5 matches a phrase inside one
+# step of the query, reading its index through short statements of its own, and it is
+# their steps that let a long phrase scan be stopped (about one look per 2 ms of a scan)
+SQLITE_CHECK_EVERY = 100
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement_timeout
 # Pages ranked for one query (or the limit, if higher): the first this many the index
 # yields. Ranking reads each candidate's index entry (bm25, ts_rank_cd); a word on a tenth
 # of a million pages would otherwise cost hundreds of milliseconds on PostgreSQL
@@ -100,21 +111,27 @@ def parse(query: str) -> list[Term]:
             f"search query {query!r} has no word to look for: give words (every one must"
             ' be on the page) or "a phrase in quotes"'
         )
-    if len(terms) > MAX_TERMS:
+    count = sum(len(t.words) for t in terms)
+    if count > MAX_TERMS:
         raise BadInput(
-            f"search query has {len(terms)} words and phrases; at most {MAX_TERMS} are looked"
-            " for at once"
+            f"search query has {count} words (a phrase's each counted); at most {MAX_TERMS}"
+            " are looked for at once"
         )
     return terms
 
 
 def search(
-    db: Database, query: str, *, batch_id: str | None = None, limit: int = 20
+    db: Database,
+    query: str,
+    *,
+    batch_id: str | None = None,
+    limit: int = 20,
+    timeout: float = SEARCH_SECONDS,
 ) -> list[SearchHit]:
     """The pages holding every term of `query`, best first, at most `limit` of them.
 
-    BadInput (exit 2) when the query holds no word, has more than MAX_TERMS terms, or the
-    limit is below 1."""
+    BadInput (exit 2) when the query holds no word, has more than MAX_TERMS words, the
+    limit is below 1, or the database took longer than `timeout` seconds."""
     if limit < 1:
         raise BadInput(f"search limit {limit} must be at least 1")
     terms = parse(query)
@@ -124,13 +141,47 @@ def search(
         statement, params = _postgresql(terms, batch_id)
     params.update(limit=limit, candidates=max(RANK_CANDIDATES, limit))
     with db.engine.connect() as conn:
-        rows = conn.execute(text(statement), params).all()
+        rows = _rows(conn, db.dialect, timeout, statement, params)
     words = {w for t in terms for w in t.words}
     hits = []
     for document_id, number, path, batch, rank, page_text in rows:
         snippet, matches = make_snippet(page_text, words)
         hits.append(SearchHit(path, batch, document_id, number, float(rank), snippet, matches))
     return hits
+
+
+def _rows(
+    conn: Connection, dialect: str, timeout: float, statement: str, params: dict[str, Any]
+) -> Sequence[Any]:
+    """The statement's rows, the database cancelling it after `timeout` seconds."""
+    if dialect != "sqlite":
+        conn.execute(
+            text("SELECT set_config('statement_timeout', :ms, true)"),
+            {"ms": str(max(1, round(timeout * 1000)))},
+        )
+        try:
+            return conn.execute(text(statement), params).all()
+        except OperationalError as e:
+            if getattr(e.orig, "sqlstate", None) == QUERY_CANCELED:
+                raise _too_slow(timeout) from None
+            raise
+    raw: Any = conn.connection.driver_connection
+    deadline = time.monotonic() + timeout
+    raw.set_progress_handler(lambda: time.monotonic() > deadline, SQLITE_CHECK_EVERY)
+    try:
+        return conn.execute(text(statement), params).all()
+    except OperationalError:
+        if time.monotonic() > deadline:
+            raise _too_slow(timeout) from None
+        raise
+    finally:
+        raw.set_progress_handler(None, SQLITE_CHECK_EVERY)
+
+
+def _too_slow(timeout: float) -> BadInput:
+    return BadInput(
+        f"the search took longer than {timeout:g} s: add words, quote a phrase, or give --batch"
+    )
 
 
 def _sqlite(terms: Sequence[Term], batch_id: str | None) -> tuple[str, dict[str, Any]]:

@@ -1,6 +1,7 @@
 """Search hits on a terminal: each page's path, number and rank, and its snippet with the
 words found highlighted. Paths and snippets come from outside: every piece goes through
-`visible`, and the highlights are laid on the pieces, never written as markup."""
+`printable` (one line each: controls, newlines, bidi and zero-width characters escaped),
+and the highlights are laid on the pieces, never written as markup."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.text import Text
 
-from importer.console import visible
+from importer.report_text import printable
 from importer.search_hits import SearchHit
 
 MATCH_STYLE = "bold yellow"
@@ -22,10 +23,10 @@ def snippet_text(hit: SearchHit) -> Text:
     out = Text()
     at = 0
     for start, end in hit.matches:
-        out.append(visible(hit.snippet[at:start]))
-        out.append(visible(hit.snippet[start:end]), style=MATCH_STYLE)
+        out.append(printable(hit.snippet[at:start]))
+        out.append(printable(hit.snippet[start:end]), style=MATCH_STYLE)
         at = end
-    out.append(visible(hit.snippet[at:]))
+    out.append(printable(hit.snippet[at:]))
     return out
 
 
@@ -35,15 +36,15 @@ def show(hits: Sequence[SearchHit], query: str, out: Console, *, as_json: bool) 
         out.file.write(json.dumps([h.to_json() for h in hits], indent=2, ensure_ascii=True) + "\n")
         return
     if not hits:
-        out.print(Text.assemble("no page matches: ", visible(query)))
+        out.print(Text.assemble("no page matches: ", printable(query)))
         return
     for hit in hits:
         out.print(
             Text.assemble(
-                (visible(hit.path), "bold"),
+                (printable(hit.path), "bold"),
                 f"  page {hit.page}  rank {hit.rank:.3g}",
                 ("  batch ", "dim"),
-                (visible(hit.batch_id), "dim"),
+                (printable(hit.batch_id), "dim"),
             )
         )
         out.print(Text("  ").append_text(snippet_text(hit)))

@@ -41,6 +41,10 @@ SNIFF_BYTES = 1024
 READ_BYTES = 1 << 20
 PDF_MAGIC = b"%PDF-"
 NOT_PDF = "not a PDF (the file does not start with %PDF-)"
+BAD_NAME = (
+    "the file name is not valid UTF-8 (shown with its bytes escaped as \\x..): rename the"
+    " file to a UTF-8 name and submit it again"
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class SubmitResult:
     ignored: int = 0  # not PDFs and not named .pdf
     not_pdf: int = 0  # named .pdf but not a PDF: recorded as failed
     too_large: int = 0  # over IMPORTER_MAX_INLINE_MB with --inline: recorded as failed
+    bad_name: int = 0  # PDFs whose names are not valid UTF-8: recorded as failed
     would_submit: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
@@ -89,6 +94,21 @@ def new_batch_id() -> str:
 
 def new_job_id() -> str:
     return "j-" + secrets.token_hex(12)
+
+
+def stored_path(path: str) -> str:
+    """The path as the database holds it (text): a name that is not valid UTF-8 (read
+    with surrogateescape) has its undecodable bytes written out, `/in/\\xff\\xfe.pdf`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def valid_name(path: str) -> bool:
+    """Whether the path is text: no undecodable byte carried as a lone surrogate."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def within(path: Path, roots: Sequence[Path]) -> bool:
@@ -271,8 +291,10 @@ def _dry_run(
         seen += len(group)
         keep = _classify(db, candidates, opts, result, seen_hashes=seen_hashes)
         result.not_pdf += sum(not c.is_pdf for c in keep)
-        result.would_submit.extend(c.path for c in keep if c.is_pdf)
-        result.submitted += sum(c.is_pdf for c in keep)
+        sent = [c.path for c in keep if c.is_pdf and valid_name(c.path)]
+        result.bad_name += sum(c.is_pdf for c in keep) - len(sent)
+        result.would_submit.extend(sent)
+        result.submitted += len(sent)
         if progress:
             progress(seen, result.submitted)
 
@@ -391,7 +413,7 @@ class _Pipeline:
         rows: list[dict[str, Any]] = [
             {
                 "batch_id": batch_id,
-                "path": c.path,
+                "path": stored_path(c.path),
                 "size": c.size,
                 "sha256": c.sha256,
                 "job_id": new_job_id(),
@@ -465,6 +487,9 @@ class _Pipeline:
         """Why a kept file is recorded failed at once, and its kind, if it is."""
         if not c.is_pdf:
             return NOT_PDF, ErrorKind.not_pdf
+        if not valid_name(c.path):  # no job: a worker could not be told these bytes
+            self.result.bad_name += 1
+            return BAD_NAME, ErrorKind.bad_name
         if self.inline is not None:
             reason = self.inline.refusal(c.size)
             return None if reason is None else (reason, ErrorKind.too_large_inline)
@@ -484,7 +509,10 @@ class _Pipeline:
                 update(Batch)
                 .where(Batch.id == self.batch_id)
                 .values(
-                    total=self.result.submitted + self.result.not_pdf + self.result.too_large,
+                    total=self.result.submitted
+                    + self.result.not_pdf
+                    + self.result.too_large
+                    + self.result.bad_name,
                     skipped=self.result.skipped,
                 )
             )

@@ -19,6 +19,7 @@ DB_PASSWORD = "dbPa55w0rd-from-the-file"
 MAIL_PASSWORD = "m@il/Pa55?word"  # '@', '/' and '?' inside: masked all the same
 SSL_PASSWORD = "sslPa55phrase"
 TOKEN = "t0kenValue-never-shown"
+API_KEY = "SG.apiKeyAsTheUserName"
 
 
 def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
@@ -127,11 +128,11 @@ def test_secrets_never_appear(tmp_path: Path) -> None:
     data = json.loads(machine.stdout)
     assert data["IMPORTER_SECRET_KEYS"]["value"] == "knew:***,kold:***"  # the key ids
     assert data["IMPORTER_DATABASE_URL"] == {
-        "value": "postgresql+psycopg://importer:***@db.internal:5432/importer"
+        "value": "postgresql+psycopg://***@db.internal:5432/importer"
         "?sslpassword=***&sslmode=require",
         "source": "file",
     }
-    assert data["IMPORTER_MAIL_URL"]["value"] == "smtp://mailer:***@smtp.internal:587?starttls=true"
+    assert data["IMPORTER_MAIL_URL"]["value"] == "smtp://***@smtp.internal:587?starttls=true"
     assert data["IMPORTER_TLS_KEY"]["value"] == "/etc/importer/certs/client-key.pem"  # a path
     for key in tokens:
         assert data[key] == {"value": "***", "source": "environment"}
@@ -149,11 +150,32 @@ def test_masking_rule() -> None:
     assert mask("mail_from", "a@example.com") == "a@example.com"
     assert mask_url("maildir:///var/lib/importer/mail") == "maildir:///var/lib/importer/mail"
     assert mask_url("smtp://relay:25") == "smtp://relay:25"
-    assert mask_url("smtp://user@relay:25") == "smtp://user@relay:25"
-    assert mask_url("postgresql://u:p@[::1]:5432/db") == "postgresql://u:***@[::1]:5432/db"
+    assert mask_url("smtp://APIKEY@relay:25") == "smtp://***@relay:25"  # a user part alone
+    assert mask_url("smtp://:pw@relay:25") == "smtp://***@relay:25"
+    assert mask_url("postgresql://u:p@[::1]:5432/db") == "postgresql://***@[::1]:5432/db"
     assert mask_url("postgresql:///db?host=/run/pg&password=x") == (
         "postgresql:///db?host=/run/pg&password=***"
     )
+
+
+SECRET_PARAMS = ("pass", "pwd", "key", "api_key", "apikey", "auth", "token", "secret")
+
+
+@pytest.mark.parametrize(
+    "name", [*SECRET_PARAMS, "password", "sslpassword", "X-Auth-Token", "client_secret", "Pass"]
+)
+def test_every_secret_named_query_parameter_is_masked(name: str) -> None:
+    url = f"https://relay.example/api?mode=tls&{name}=s3cr3t;region=eu"
+    assert mask_url(url) == f"https://relay.example/api?mode=tls&{name}=***;region=eu"
+
+
+def test_a_user_name_alone_is_masked_by_the_command(tmp_path: Path) -> None:
+    mail = f"smtp://{API_KEY}@smtp.internal:587?starttls=true&apikey={TOKEN}"
+    env = clean_env(tmp_path, IMPORTER_MAIL_URL=mail)
+    shown = importer("config", "--json", env=env, check=True, timeout=60).stdout
+    assert API_KEY not in shown and TOKEN not in shown
+    value = json.loads(shown)["IMPORTER_MAIL_URL"]["value"]
+    assert value == "smtp://***@smtp.internal:587?starttls=true&apikey=***"
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from importer.db import lifecycle
 from importer.db.engine import Database, _alembic_config, open_database
 from importer.db.models import Batch, Document, Page
 from importer.errors import BadInput
-from importer.search import fold, search
+from importer.search import MAX_TERMS, fold, search
 from importer.states import DocStatus, PageSource
 from tests.conftest import SAMPLES, importer, settings_from
 
@@ -171,6 +171,38 @@ def test_hostile_queries_neither_fail_nor_inject(database_url: str) -> None:
             search(db, empty)
     with pytest.raises(BadInput, match="at most"):
         search(db, " ".join(f"w{n}" for n in range(100)))
+    phrase = '"' + " ".join(f"w{n}" for n in range(MAX_TERMS)) + '"'
+    assert search(db, phrase) == []  # one phrase of MAX_TERMS words
+    with pytest.raises(BadInput, match=f"has {MAX_TERMS + 1} words"):
+        search(db, phrase + " extra")  # each word of a phrase counts
+
+
+COMMON_PAGES = 50_000
+
+
+def test_a_search_past_its_time_is_cancelled_with_advice(database_url: str) -> None:
+    db = open_database(database_url)
+    doc = _document(db, "b1", "/in/common.pdf")
+    numbers = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)"
+        " SELECT i FROM n"
+        if db.dialect == "sqlite"
+        else "SELECT generate_series(1, :count) AS i"
+    )
+    with db.engine.begin() as conn:  # both words on every page, never side by side
+        conn.execute(
+            text(
+                "INSERT INTO pages (document_id, number, text, source, review)"
+                f" SELECT :doc, i, 'annual ' || i || ' report', 'ocr', false FROM ({numbers}) s"
+            ),
+            {"doc": doc, "count": COMMON_PAGES},
+        )
+    with pytest.raises(BadInput, match=r"took longer than 0\.001 s: add words, quote a phrase"):
+        search(db, '"annual report"', timeout=0.001)
+    with db.engine.connect() as conn:  # the pooled connection is not cancelled any more
+        assert conn.scalar(select(func.sum(func.length(Page.text)))) > COMMON_PAGES
+    assert search(db, '"annual report"') == []
+    assert len(search(db, '"annual 7 report"', limit=5)) == 1
 
 
 def test_batch_filter_and_limit(database_url: str) -> None:
