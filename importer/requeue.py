@@ -150,7 +150,8 @@ def retry_batch(
     *,
     inline_cap_bytes: int = inline.IN_FLIGHT_BYTES,
 ) -> int:
-    """Give a batch's failed and dead documents a fresh set of attempts.
+    """Give a batch's failed and dead documents a fresh set of attempts (all but those
+    whose name is not UTF-8: `bad-name`, found again only once renamed).
 
     An inline batch's are sent from here within the cap, and this host stays the batch's
     sender until it finishes (`importer.inline_sender`): it has the files.
@@ -162,6 +163,8 @@ def retry_batch(
                 select(Document.id).where(
                     Document.batch_id == batch_id,
                     Document.status.in_([DocStatus.failed, DocStatus.dead]),
+                    # its recorded path is not its name: only renaming it and submitting helps
+                    Document.error_kind.is_distinct_from(ErrorKind.bad_name.value),
                 )
             )
         )

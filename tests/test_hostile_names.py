@@ -32,7 +32,7 @@ def _lines_forging(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.lstrip(" │|").startswith(FORGED_LINE)]
 
 
-def test_forged_and_undecodable_names(tmp_path: Path) -> None:
+def test_forged_and_undecodable_names(tmp_path: Path, gearmand) -> None:  # type: ignore[no-untyped-def]
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for name, sample in ((DONE_NAME, "born_digital.pdf"), (FAILED_NAME, "broken.pdf")):
@@ -96,3 +96,14 @@ def test_forged_and_undecodable_names(tmp_path: Path) -> None:
         assert bad.attempts == 0
         sent = s.scalars(select(Document.path).where(Document.enqueued_at.is_not(None))).all()
     assert all(os.path.exists(os.fsencode(p)) for p in sent) and len(sent) == 2
+
+    _retry_leaves_the_bad_name(env, gearmand.address, batch["id"], bad_shown)
+
+
+def _retry_leaves_the_bad_name(env: dict[str, str], server: str, batch: str, bad: str) -> None:
+    """retry sends the broken PDF again, never the name no worker could open."""
+    retried = importer("retry", batch, env={**env, "IMPORTER_GEARMAN_SERVERS": server}, check=True)
+    assert f"1 documents of batch {batch} queued again" in retried.stdout, retried.stdout
+    db = open_database(settings_from(env).resolved_database_url)
+    with db.session() as s:
+        assert s.scalar(select(Document.status).where(Document.path == bad)) == "failed"
