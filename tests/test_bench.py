@@ -25,7 +25,7 @@ FIGURES = (
     "mixed corpus: importer / limit",
     "mixed corpus: text-layer pages kept from the text layer",
     "search, SQLite: p95 of the slowest query",
-    "search, PostgreSQL: storing pages with the full-text index / without",
+    "search, PostgreSQL: importer run on born-digital pages with the full-text index",
 )
 CONTENDERS = (
     "raw limit (pdftoppm + tesseract --psm 1)",

@@ -29,7 +29,8 @@ SEARCH_P95 = {
     for name in ("SQLite", "PostgreSQL")
 }
 SEARCH_IMPORT = {
-    name: f"search, {name}: storing pages with the full-text index / without, wall time"
+    name: f"search, {name}: importer run on born-digital pages with the full-text index"
+    " / without, wall time"
     for name in ("SQLite", "PostgreSQL")
 }
 TARGETS: dict[str, tuple[float, bool]] = {

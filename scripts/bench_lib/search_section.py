@@ -4,8 +4,10 @@ the same rows, and what the index costs an import.
 
 Each dialect gets two databases, one with the full-text objects and one without them
 (`page_search_ddl.drop`); the same pages go into both through the workers' calls, a
-hundred documents at a time to each in turn, timed apart: the ratio is the index's cost.
-Then each query runs QUERY_ROUNDS times (p50, p95), the substring scan SCAN_ROUNDS times.
+hundred documents at a time to each in turn, timed apart: the ratio is the index's cost
+to the database part of an import alone. Then each query runs QUERY_ROUNDS times (p50,
+p95), the substring scan SCAN_ROUNDS times. The goal on the import's cost is judged on
+real imports of the bench's born-digital corpus (`search_import`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from sqlalchemy import and_, func, select, text
 from sqlalchemy.engine import make_url
 
 from bench_lib import goals
+from bench_lib.corpus import QUICK, Doc, Sizes, load_or_build
 from bench_lib.results import Row, SectionResult, ratio_goal
+from bench_lib.search_import import ROUNDS, ROUNDS_QUICK, real_imports
 from bench_lib.search_pages import PAGES_PER_DOCUMENT, PHRASE, RARE_WORD, Corpus, documents, store
 from importer.db import page_search_ddl
 from importer.db.engine import Database, open_database
@@ -163,7 +167,9 @@ def _analyze(db: Database) -> None:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("VACUUM ANALYZE"))
 
 
-def _one_dialect(name: str, work: Path, pages: int, quick: bool, result: SectionResult) -> None:
+def _one_dialect(
+    name: str, work: Path, pages: int, quick: bool, born: list[Doc], result: SectionResult
+) -> None:
     corpus = Corpus.build()
     dialect = "sqlite" if name == "SQLite" else "postgresql"
     with _databases(dialect, work) as (indexed_url, plain_url):
@@ -176,22 +182,17 @@ def _one_dialect(name: str, work: Path, pages: int, quick: bool, result: Section
         with indexed.engine.connect() as conn:
             stored = int(conn.execute(select(func.count()).select_from(Page)).scalar_one())
         section = f"search, {stored:,} pages, {name}"
-        result.rows.append(
-            Row(section, "storing the pages, with the index", f"{with_index:.2f}",
-                f"{with_index:.2f} s", f"{stored / with_index:,.0f} pages/s", "")
-        )  # fmt: skip
-        result.rows.append(
-            Row(section, "storing the pages, without the index", f"{without:.2f}",
-                f"{without:.2f} s", f"{stored / without:,.0f} pages/s", "")
-        )  # fmt: skip
+        for label, took in (("with", with_index), ("without", without)):
+            result.rows.append(
+                Row(section, f"storing the pages, {label} the index (database part only)",
+                    f"{took:.2f}", f"{took:.2f} s", f"{stored / took:,.0f} pages/s", "")
+            )  # fmt: skip
         result.notes.append(
-            f"Search, {name}: the full-text index adds"
-            f" {(with_index - without) / stored * 1000:.2f} ms to each page stored (claim,"
-            " flush and finish of 10-page documents, nothing else: no PDF read, no OCR)."
+            f"Search, {name}, the database part of an import alone (claim, flush and finish"
+            f" of 10-page documents: no PDF read, no OCR): {with_index / without:.2f} times as"
+            f" long with the full-text index, {(with_index - without) / stored * 1000:.2f} ms"
+            " more a page."
         )
-        figure = goals.SEARCH_IMPORT[name]
-        target = goals.TARGETS[figure][0]
-        result.goals.append(ratio_goal(figure, with_index / without, target, at_most=True))
         rounds = QUERY_ROUNDS_QUICK if quick else QUERY_ROUNDS
         scans = SCAN_ROUNDS_QUICK if quick else SCAN_ROUNDS
         slowest = 0.0
@@ -219,6 +220,9 @@ def _one_dialect(name: str, work: Path, pages: int, quick: bool, result: Section
         )
         for db in (indexed, plain):
             db.engine.dispose()
+    rounds = ROUNDS_QUICK if quick else ROUNDS
+    workers = os.cpu_count() or 1
+    result.extend(real_imports(name, born, work / "runs", workers, rounds, PG_ADMIN))
 
 
 def _postgresql_refusal() -> str | None:
@@ -233,13 +237,14 @@ def _postgresql_refusal() -> str | None:
 
 def search_section(work: Path, quick: bool, pages: int | None = None) -> SectionResult:
     count = pages or (PAGES_QUICK if quick else PAGES)
+    born = load_or_build(work, QUICK if quick else Sizes()).born
     result = SectionResult()
-    _one_dialect("SQLite", work, count, quick, result)
+    _one_dialect("SQLite", work, count, quick, born, result)
     refusal = _postgresql_refusal()
     if refusal:
         result.notes.append(f"Search on PostgreSQL left out: {refusal}.")
         return result
-    _one_dialect("PostgreSQL", work, count, quick, result)
+    _one_dialect("PostgreSQL", work, count, quick, born, result)
     result.notes.append(
         f"Search: pages of {len(Corpus.build().page(0).split())} words drawn from a Zipf-like"
         f" vocabulary; stored {PAGES_PER_DOCUMENT} pages to a document, half with a flush and"
