@@ -78,6 +78,20 @@ def _padded(target: Path, name: str, size: int) -> Path:
     return target
 
 
+def _wait_until_gearmand_holds_the_batch(env: dict[str, str], url: str) -> None:
+    """A document is marked sent just before its job goes out: wait for the jobs."""
+    with open_database(url).session() as s:
+        uniques = list(s.scalars(select(Document.job_id)))
+    gio = GearmanIO.from_settings(settings_from(env))
+    try:
+        deadline = time.monotonic() + 60
+        while not all(st.known for st in gio.status_by_unique(uniques).values()):
+            assert time.monotonic() < deadline, "the submitter never sent every job"
+            time.sleep(0.05)
+    finally:
+        gio.close()
+
+
 @pytest.mark.slow
 def test_inline_batch_is_imported_after_its_files_are_deleted(
     env: dict[str, str], tmp_path: Path
@@ -100,6 +114,7 @@ def test_inline_batch_is_imported_after_its_files_are_deleted(
             break
         assert sub.poll() is None and time.monotonic() < deadline, sub.communicate()
         time.sleep(0.05)
+    _wait_until_gearmand_holds_the_batch(env, url)  # else a --burst worker may find none
     shutil.rmtree(inbox)  # the workers never see these paths
     worker = _start("worker", "--burst", env=_worker_env(env, tmp_path), log=tmp_path / "w.log")
     try:
