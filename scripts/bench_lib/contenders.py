@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bench_lib.corpus import Doc
 from bench_lib.dpi import page_dpis
@@ -179,11 +179,28 @@ def importer_run(
     """`importer run` on a fresh data dir, against a gearmand of its own (started in the clock).
     The data dir is kept until the next run of the same number of workers."""
     data = fresh_dir(work / f"importer-data-w{workers}")
+    seconds, summary, gearmand = timed_run(folder, docs, data, workers, options)
+    texts = export_texts(data, gearmand, str(summary["id"]))
+    facts = {"pages": summary["pages_done"], "reported_seconds": summary.get("seconds")}
+    facts["data"] = data
+    return Outcome(seconds, {d.path: texts[str(d.path.resolve())] for d in docs}, facts)
+
+
+def timed_run(
+    folder: Path,
+    docs: Sequence[Doc],
+    data: Path,
+    workers: int,
+    options: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> tuple[float, dict[str, Any], str]:
+    """Seconds `importer run` took with a gearmand of its own (its start in the clock), its
+    summary, and that gearmand's address; BenchError unless every document was imported."""
     started = time.perf_counter()
     with own_gearmand(data) as gearmand:
-        env = importer_env(data, gearmand.address)
+        run_env = {**importer_env(data, gearmand.address), **(env or {})}
         argv = importer("run", str(folder), "--email", EMAIL, "--workers", str(workers), "--json")
-        finished = run([*argv, *options], env=env, ok_codes=(0, 1))
+        finished = run([*argv, *options], env=run_env, ok_codes=(0, 1))
         seconds = time.perf_counter() - started
     try:
         summary = json.loads(finished.stdout)
@@ -192,10 +209,7 @@ def importer_run(
         raise BenchError(f"importer run printed no summary:\n{tail}") from None
     if summary["done"] != len(docs) or summary["failed"]:
         raise BenchError(f"importer run imported {summary['done']} of {len(docs)}: {summary}")
-    texts = export_texts(data, gearmand.address, str(summary["id"]))
-    facts = {"pages": summary["pages_done"], "reported_seconds": summary.get("seconds")}
-    facts["data"] = data
-    return Outcome(seconds, {d.path: texts[str(d.path.resolve())] for d in docs}, facts)
+    return seconds, summary, gearmand.address
 
 
 def export_texts(data: Path, gearmand: str, batch: str) -> dict[str, str]:

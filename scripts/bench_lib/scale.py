@@ -197,7 +197,7 @@ def _row(section: str, label: str, t: Timed) -> Row:
     return Row(section, label, rounds, f"{median:.3f} s", "", t.what)
 
 
-def _postgresql_refusal() -> str | None:
+def postgresql_refusal() -> str | None:
     """Why PostgreSQL cannot be measured here, or None when it can."""
     import psycopg
 
@@ -220,7 +220,7 @@ def scale(work: Path, rounds: int, quick: bool, rows: int | None = None) -> Sect
     )
     with _sqlite(work) as url:
         _one_database("SQLite", url, work, count, rounds, result)
-    refusal = _postgresql_refusal()
+    refusal = postgresql_refusal()
     if refusal:
         result.notes.append(f"Scale on PostgreSQL left out: {refusal}.")
         return result

@@ -11,11 +11,9 @@ nothing in (b), or the run does not count.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,9 +22,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bench_lib import goals
-from bench_lib.contenders import EMAIL, fresh_dir, importer, importer_env, own_gearmand
+from bench_lib.contenders import fresh_dir, timed_run
 from bench_lib.corpus import Doc
-from bench_lib.procs import BenchError, run
+from bench_lib.procs import BenchError
 from bench_lib.results import Row, SectionResult, ratio_goal
 from importer.db.engine import open_database
 from importer.keyring import new_key
@@ -81,21 +79,8 @@ def _one_import(
         with db.engine.begin() as conn:
             without_index(conn)
     db.engine.dispose()
-    folder = docs[0].path.parent
-    started = time.perf_counter()
-    with own_gearmand(data) as gearmand:
-        env = importer_env(data, gearmand.address)
-        env.update({"IMPORTER_DATABASE_URL": url, "IMPORTER_SECRET_KEYS": new_key()})
-        argv = importer("run", str(folder), "--email", EMAIL, "--workers", str(workers), "--json")
-        finished = run(argv, env=env, ok_codes=(0, 1))
-        seconds = time.perf_counter() - started
-    try:
-        summary = json.loads(finished.stdout)
-    except ValueError:
-        tail = "\n".join(finished.stderr.strip().splitlines()[-15:])
-        raise BenchError(f"importer run printed no summary:\n{tail}") from None
-    if summary["done"] != len(docs) or summary["failed"]:
-        raise BenchError(f"importer run imported {summary['done']} of {len(docs)}: {summary}")
+    extra = {"IMPORTER_DATABASE_URL": url, "IMPORTER_SECRET_KEYS": new_key()}
+    seconds, _, _ = timed_run(docs[0].path.parent, docs, data, workers, env=extra)
     db = open_database(url, migrate=False)
     found = len(search(db, _probe(docs), limit=5))
     db.engine.dispose()

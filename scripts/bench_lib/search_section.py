@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from bench_lib import goals
 from bench_lib.corpus import QUICK, Doc, Sizes, load_or_build
 from bench_lib.results import Row, SectionResult, ratio_goal
+from bench_lib.scale import PG_ADMIN, postgresql_refusal
 from bench_lib.search_import import ROUNDS, ROUNDS_QUICK, real_imports
 from bench_lib.search_pages import PAGES_PER_DOCUMENT, PHRASE, RARE_WORD, Corpus, documents, store
 from importer.db import page_search_ddl
@@ -40,7 +41,6 @@ PAGES, PAGES_QUICK = 100_000, 1_000
 QUERY_ROUNDS, QUERY_ROUNDS_QUICK = 40, 5
 SCAN_ROUNDS, SCAN_ROUNDS_QUICK = 3, 1
 TURN = 100  # documents stored into one database before the other's turn
-PG_ADMIN = os.environ.get("IMPORTER_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def queries(corpus: Corpus) -> dict[str, str]:
@@ -225,22 +225,12 @@ def _one_dialect(
     result.extend(real_imports(name, born, work / "runs", workers, rounds, PG_ADMIN))
 
 
-def _postgresql_refusal() -> str | None:
-    import psycopg
-
-    try:
-        psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5).close()
-    except psycopg.OperationalError as e:
-        return f"{PG_ADMIN} is not usable ({str(e).strip().splitlines()[0]})"
-    return None
-
-
 def search_section(work: Path, quick: bool, pages: int | None = None) -> SectionResult:
     count = pages or (PAGES_QUICK if quick else PAGES)
     born = load_or_build(work, QUICK if quick else Sizes()).born
     result = SectionResult()
     _one_dialect("SQLite", work, count, quick, born, result)
-    refusal = _postgresql_refusal()
+    refusal = postgresql_refusal()
     if refusal:
         result.notes.append(f"Search on PostgreSQL left out: {refusal}.")
         return result
