@@ -98,9 +98,20 @@ class Lan:
                     os.killpg(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(30)
+            self._kill_the_rest(host.namespace)
         for namespace in reversed(self._namespaces):
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
         self._namespaces.clear()
+
+    @staticmethod
+    def _kill_the_rest(namespace: str) -> None:
+        """Whatever still runs in the namespace: a process that left its parent's group
+        (`importer gearmand` starts gearmand in a session of its own) outlives a SIGKILL
+        of that group."""
+        listed = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
+        for pid in listed.stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
     def _namespace(self, name: str) -> None:
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, text=True)
