@@ -139,17 +139,6 @@ def _owned(doc_id: int, owner: str):  # type: ignore[no-untyped-def]
     )
 
 
-@waits_for_database
-def set_page_count(db: Database, doc_id: int, owner: str, pages: int, lease_seconds: int) -> bool:
-    with db.session() as s:
-        result = s.execute(
-            update(Document)
-            .where(_owned(doc_id, owner))
-            .values(pages=pages, lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        )
-        return result.rowcount == 1  # type: ignore[attr-defined,no-any-return]
-
-
 def extend_lease(db: Database, doc_id: int, owner: str, lease_seconds: int) -> bool:
     """Renew a lease this owner still holds; False once it is lost.
 
