@@ -9,15 +9,19 @@ templates carry inline styles only and reference no outside resource.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
-
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from typing import TYPE_CHECKING, Any
 
 from importer.report_text import count, format_duration, printable, printable_lines, when
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 
 @cache
 def _environment() -> Environment:
+    # loaded with the first e-mail: every worker imports this module, few send mail
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
     environment = Environment(
         loader=PackageLoader("importer", "templates/mail"),
         autoescape=True,

@@ -140,15 +140,7 @@ def handle(
     try:
         fd = open_confined(claimed.path, ctx.roots, claimed.size)
     except Refused as e:
-        lifecycle.finish(
-            ctx.db,
-            claimed.id,
-            owner=ctx.owner,
-            status=DocStatus.failed,
-            error=e.reason,
-            error_kind=e.kind,
-        )
-        return Outcome(JobOutcome.failed, e.reason)
+        return _fail(ctx, claimed, e.reason, e.kind)
     except OSError as e:
         gone = e.errno == errno.ENOENT
         kind = ErrorKind.missing if gone else ErrorKind.unreadable
@@ -199,15 +191,7 @@ def _inline(
             f"the inline bytes ({len(content):,}) are not the file recorded at submit "
             f"({claimed.size:,} bytes); refused"
         )
-        lifecycle.finish(
-            ctx.db,
-            claimed.id,
-            owner=ctx.owner,
-            status=DocStatus.failed,
-            error=reason,
-            error_kind=ErrorKind.changed,
-        )
-        return Outcome(JobOutcome.failed, reason)
+        return _fail(ctx, claimed, reason, ErrorKind.changed)
     try:
         fd = ctx.spool.spool(content)
     except (OSError, Refused) as e:
@@ -337,15 +321,7 @@ def _read(
     except DocumentError as e:
         flush()
         if not e.transient:
-            lifecycle.finish(
-                ctx.db,
-                claimed.id,
-                owner=ctx.owner,
-                status=DocStatus.failed,
-                error=e.reason,
-                error_kind=e.kind,
-            )
-            return Outcome(JobOutcome.failed, e.reason)
+            return _fail(ctx, claimed, e.reason, e.kind)
         return _retry(ctx, claimed, e.reason, e.kind)
     finally:
         _close(events)
@@ -360,6 +336,19 @@ def _read(
     if not finished:
         return Outcome(JobOutcome.dropped, "lease lost")
     return Outcome(JobOutcome.done, f"{done} pages")
+
+
+def _fail(ctx: JobContext, claimed: lifecycle.Claimed, reason: str, kind: ErrorKind) -> Outcome:
+    """A permanent failure: the document is failed with its reason and kind."""
+    lifecycle.finish(
+        ctx.db,
+        claimed.id,
+        owner=ctx.owner,
+        status=DocStatus.failed,
+        error=reason,
+        error_kind=kind,
+    )
+    return Outcome(JobOutcome.failed, reason)
 
 
 def _retry(ctx: JobContext, claimed: lifecycle.Claimed, reason: str, kind: ErrorKind) -> Outcome:
