@@ -3,9 +3,9 @@
 A policy is three numbers and a jitter, written once where it is used, e.g. a document's
 next attempt after a transient failure::
 
-    DOCUMENT_RETRY = Backoff(base=5.0, cap=600.0, jitter=Jitter.full)
-    DOCUMENT_RETRY.delay(0)   # anywhere in [0, 5] s
-    DOCUMENT_RETRY.delay(3)   # anywhere in [0, 40] s
+    DOCUMENT_RETRY = Backoff(base=2.0, cap=600.0, jitter=Jitter.full)
+    DOCUMENT_RETRY.delay(0)   # anywhere in [0, 2] s
+    DOCUMENT_RETRY.delay(3)   # anywhere in [0, 16] s
 
 `attempt` counts failures so far, from 0: the first wait is `base`, each next one `factor`
 times longer, none longer than `cap`. Jitter keeps the many workers that failed together

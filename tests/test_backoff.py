@@ -53,7 +53,7 @@ def test_spread_jitter_stays_within_a_fifth() -> None:
 @pytest.mark.parametrize(
     ("policy", "ceilings"),
     [
-        (DOCUMENT_RETRY, [5, 10, 20, 40, 80, 160, 320, 600, 600]),  # a document's next attempt
+        (DOCUMENT_RETRY, [2, 4, 8, 16, 32, 64, 128, 256, 512]),  # a document's next attempt
         (RETRY, [0.2, 0.4, 0.8, 1.6, 3.2, 5, 5, 5, 5]),  # waiting out the database
         (MAIL_RETRY, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]),  # an e-mail not sent
         (RECONNECT, [0.5, 1, 2, 4, 8, 16, 30, 30, 30]),  # a worker reconnecting to gearmand

@@ -145,6 +145,50 @@ def test_a_supervisor_hands_on_the_document_of_its_worker_that_died(
     finished_once(env, batch)
 
 
+def _children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def document_child_of(worker: int) -> int:
+    """The process reading the worker's document: the fork server's child."""
+    for pid in _children_of(worker):
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"--forkserver" in f.read().split(b"\0"):
+                (child,) = _children_of(pid)
+                return child
+    raise AssertionError(f"worker {worker} has no fork server")
+
+
+def pages_stored(env: dict[str, str]) -> int:
+    with sqlite3.connect(Path(env["IMPORTER_DATA_DIR"]) / "importer.db") as conn:
+        (count,) = conn.execute("SELECT count(*) FROM pages").fetchone()
+    return int(count)
+
+
+def test_a_killed_document_child_is_read_again_when_its_backoff_ends(
+    env: dict[str, str], long_scan: Path, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """A crash of the process reading a document is retried after a short backoff, sent by
+    the supervisor when it is due: not at the next reaper pass (here 300 s away)."""
+    env = slow_env(env)
+    batch = submit(env, long_scan)
+    workers.append(start_worker(env))
+    wait_for(reading(env, batch), 120, "the worker reading")
+    before = pages_stored(env)
+    os.kill(document_child_of(lease_owner_pid(env)), signal.SIGKILL)
+    took = wait_for(
+        lambda: document(env, batch)["attempts"] == 2 and pages_stored(env) > before,
+        BOUND_SECONDS,
+        "a page read again",
+    )
+    print(f"next page stored {took:.1f} s after the document child was killed")
+    finished_once(env, batch)
+
+
 def test_only_a_process_certainly_dead_on_this_host_is_taken_for_dead() -> None:
     from workers.owner import Owner, dead_here
 

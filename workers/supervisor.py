@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -25,6 +26,7 @@ from importer.backoff import Backoff
 from importer.config import REAPER_SECONDS, Settings
 from importer.db import lifecycle
 from importer.db.engine import open_database
+from importer.db.models import utcnow
 from importer.errors import ConfigError, ImporterError
 from importer.gearman.address import host_list
 from importer.gearman.client import GearmanIO
@@ -168,6 +170,16 @@ class Supervisor:
             # the database is down or restarting: the next pass tries again
             log.warning("reaper pass skipped: database error: %s", str(e).splitlines()[0])
 
+    def _retry_due(self, db: Any, last_reap: datetime) -> bool:
+        """A document whose retry backoff ended since the last reaper pass is sent now, not
+        at the next pass: a killed document child costs its backoff, not a reaper interval
+        too. One that a pass could not send (gearmand down) waits for the next pass."""
+        try:
+            due = lifecycle.next_retry_due(db)
+        except (ImporterError, SQLAlchemyError):
+            return False  # the reaper pass says why, at its time
+        return due is not None and last_reap < due <= utcnow()
+
     def check_children(self, db: Any, gio: GearmanIO | None) -> None:
         """Restart dead workers, each after its own backoff, without holding up the others;
         the documents a dead one held go to the others at once."""
@@ -215,9 +227,11 @@ class Supervisor:
             self.start()
         courier = Courier(self.settings)  # started after the fork: workers never inherit it
         next_reap = time.monotonic()
+        last_reap = utcnow()
         try:
             while not self.stopping.is_set():
-                if time.monotonic() >= next_reap:
+                if time.monotonic() >= next_reap or self._retry_due(db, last_reap):
+                    last_reap = utcnow()
                     self.reap_once(db, gio)
                     next_reap = time.monotonic() + self.opts.reaper_interval
                 self.check_children(db, gio)

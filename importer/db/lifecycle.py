@@ -38,9 +38,12 @@ class ClaimRefusal(StrEnum):
     not_due = "document is waiting for its next attempt"
 
 
-# A document's next attempt after a transient failure: 5 s, 10 s, ... up to 10 minutes,
-# each drawn anywhere below that, so that documents failed together come back apart.
-DOCUMENT_RETRY = Backoff(base=5.0, cap=600.0, jitter=Jitter.full)
+# A document's next attempt after a transient failure: 2 s, 4 s, ... up to 10 minutes,
+# each drawn anywhere below that, so that documents failed together come back apart. A
+# supervisor sends a document again when it is due, not at its next reaper pass: a killed
+# document child costs seconds; one that keeps failing waits longer each time until
+# IMPORTER_MAX_ATTEMPTS ends it.
+DOCUMENT_RETRY = Backoff(base=2.0, cap=600.0, jitter=Jitter.full)
 
 # Refusals that only a forged or replayed job produces: counted as rejected jobs. A job
 # whose document another worker holds is a duplicate delivery, dropped without a count.
@@ -488,6 +491,18 @@ def record_rejection(db: Database, *, unique: str | None, reason: str, worker: s
     kind = "replayed" if reason == ClaimRefusal.finished.value else "rejected"
     with db.session() as s:
         s.add(RejectedJob(unique=(unique or "")[:128], reason=reason, worker=worker, kind=kind))
+
+
+@waits_for_database
+def next_retry_due(db: Database) -> datetime | None:
+    """When the first document waiting out a retry's backoff is due (read from one index
+    entry), so a supervisor can send it then instead of at its next reaper pass."""
+    with db.session() as s:
+        return s.scalar(
+            select(func.min(Document.next_attempt_at)).where(
+                Document.status == DocStatus.queued, Document.next_attempt_at.is_not(None)
+            )
+        )
 
 
 @waits_for_database

@@ -127,6 +127,8 @@ class Document(Base):
         Index("ix_documents_status_lease", "status", "lease_expires_at"),
         # the reaper: queued and never sent (NULL), or sent long ago and maybe lost
         Index("ix_documents_status_enqueued", "status", "enqueued_at"),
+        # the supervisor: when the next document waiting out a retry's backoff is due
+        Index("ix_documents_status_next_attempt", "status", "next_attempt_at"),
         # failures across batches grouped by their kind (the dashboard, /metrics)
         Index("ix_documents_status_error_kind", "status", "error_kind"),
     )
