@@ -6,6 +6,7 @@ under test can refuse them.
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -152,3 +153,28 @@ def test_the_largest_legal_job_is_within_the_bound() -> None:
     data = payload.encode("j-" + "0" * 62, long_path, email, keyring=RING, now=NOW, content=biggest)
     assert len(data) <= payload.max_job_bytes(2**20)
     assert decode(data).content == biggest
+
+
+def test_a_job_made_the_way_a_php_client_would_opens() -> None:
+    """RFC 5869 HKDF by hand (PHP's hash_hkdf with no salt) and one-shot AES-256-GCM with
+    the header line as associated data (openssl_encrypt): the worker opens it."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    secret = RING[0][1]
+    prk = hmac.new(b"\0" * 32, secret, hashlib.sha256).digest()
+    key = hmac.new(prk, payload.ENCRYPTION_INFO + b"\x01", hashlib.sha256).digest()
+    assert key != secret
+    clear = {"iat": int(NOW), "job_id": JOB[0], "kid": "k2", "v": 2}
+    canonical = json.dumps(clear, sort_keys=True, separators=(",", ":")).encode()
+    sig = base64.urlsafe_b64encode(hmac.new(secret, canonical, hashlib.sha256).digest())
+    signed_clear = {**clear, "sig": sig.decode().rstrip("=")}
+    header = json.dumps(signed_clear, sort_keys=True, separators=(",", ":")).encode()
+    nonce = b"\x07" * 12
+    plain = b'{"email":"ops@example.com","file":"/data/in/a.pdf"}\n%PDF-1.7'
+    data = header + b"\n" + nonce + AESGCM(key).encrypt(nonce, plain, header)
+    job = decode(data)
+    assert (job.payload.job_id, job.payload.file, job.payload.email) == JOB
+    assert job.content == b"%PDF-1.7"
