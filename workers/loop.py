@@ -105,8 +105,8 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
     def _oversized(self, unique: str | None, announced: int) -> Outcome:
         """A job over the bound, discarded as it arrived (`workers.bounded`): refused."""
         reason = (
-            f"job data of {announced:,} bytes is over the largest job a worker accepts"
-            f" ({self.limit:,} bytes, for IMPORTER_MAX_INLINE_MB="
+            f"job of {announced:,} bytes (framing included) is over the largest job a worker"
+            f" accepts ({self.limit:,} bytes, for IMPORTER_MAX_INLINE_MB="
             f"{self.ctx.settings.max_inline_mb}); discarded unread"
         )
         log.warning("rejected job %r: %s", (unique or "")[:64], reason)
