@@ -21,7 +21,7 @@ from importer.status import (
     overview,
     with_documents,
 )
-from tests.conftest import importer, settings_from
+from tests.conftest import SAMPLES, importer, settings_from
 from tests.test_messages import example
 from workers.job import Outcome
 
@@ -76,6 +76,44 @@ def test_malformed_outbox_keys_are_refused(text: str, error: str) -> None:
 def test_only_a_batch_key_has_a_close_time() -> None:
     with pytest.raises(BadOutboxKey):
         OutboxKey(MailKind.document, "j-1", "1767270605.123456")
+
+
+# The job payload -------------------------------------------------------------------------
+
+
+def test_a_payload_from_the_submitter_opens_in_the_worker(env: dict[str, str]) -> None:
+    """`importer submit` encodes, gearmand carries, the worker's decode_job opens: the
+    facts the worker gets are the ones the database recorded."""
+    import subprocess
+
+    from importer import payload
+    from tests.test_sealed_jobs import ROGUE
+
+    target = SAMPLES / "born_digital.pdf"
+    batch = json.loads(
+        importer("submit", str(target), "--email", "ops@example.com", "--json", env=env).stdout
+    )["batch_id"]
+    taken = subprocess.run(
+        ["/usr/bin/python3", "-c", ROGUE, env["IMPORTER_GEARMAN_SERVERS"]],
+        capture_output=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    job = payload.decode_job(taken, keyring=settings_from(env).keyring(), ttl_seconds=60)
+    doc = json.loads(importer("status", batch, "--json", env=env, check=True).stdout)
+    recorded = doc["documents"][0]
+    assert (job.payload.job_id, job.payload.file) == (recorded["job_id"], recorded["path"])
+    assert job.payload.email == "ops@example.com" and job.content is None
+    assert taken.startswith(b'{"iat":') and b"\n" in taken
+
+
+def test_the_payload_docstring_examples_have_the_fields_encode_writes() -> None:
+    from importer import payload
+
+    lines = [line.strip() for line in (payload.__doc__ or "").splitlines()]
+    header = json.loads(next(line for line in lines if line.startswith('{"iat"')))
+    private = json.loads(next(line for line in lines if line.startswith('{"email"')))
+    data = payload.encode("j-1", "/data/in/a.pdf", "ops@example.com", keyring=[("k1", b"s" * 32)])
+    assert set(header) == set(json.loads(data.partition(b"\n")[0]))
+    assert header["v"] == payload.VERSION and set(private) == {"file", "email"}
 
 
 # Job outcomes ----------------------------------------------------------------------------

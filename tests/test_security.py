@@ -131,14 +131,25 @@ def test_forgeries_of_a_real_queued_job_are_refused_by_the_signature_checks(
     doc = status(env, submitted["batch_id"])["documents"][0]
     job = (doc["job_id"], doc["path"], "ops@example.com")
     now = time.time()
-    changed = json.loads(payload.encode(*job, keyring=ring))
-    changed["email"] = "thief@example.com"
+    header = json.loads(payload.encode(*job, keyring=ring).partition(b"\n")[0])
+    header["iat"] += 1
+    changed = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    # the real job's genuine header over the sealed part of a job the thief made for itself
+    mine = payload.encode("j-thief", job[1], "thief@example.com", keyring=ring).partition(b"\n")[2]
+    moved = payload.encode(*job, keyring=ring).partition(b"\n")[0] + b"\n" + mine
+    fields = {"email": job[2], "file": job[1], "iat": int(now), "job_id": job[0], "kid": ring[0][0]}
+    v1 = {**fields, "v": 1}
+    v1["sig"] = payload._mac(
+        ring[0][1], json.dumps(v1, sort_keys=True, separators=(",", ":")).encode()
+    )
     forged = {
         "f-badsig": payload.encode(*job, keyring=[(ring[0][0], b"not-the-real-secret-at-all")]),
         "f-unknownkid": payload.encode(*job, keyring=[("k9", b"x" * 32)]),
         "f-expired": payload.encode(*job, keyring=ring, now=now - TTL - 60),
         "f-future": payload.encode(*job, keyring=ring, now=now + 3600),
-        "f-changed": json.dumps(changed).encode(),
+        "f-changed": changed + b"\n" + payload.encode(*job, keyring=ring).partition(b"\n")[2],
+        "f-moved": moved,
+        "f-v1": json.dumps(v1, sort_keys=True, separators=(",", ":")).encode(),
     }
     # Each goes under a unique of its own, so gearmand does not merge it with the real job.
     rogue_submit(env, list(forged.items()))
@@ -152,6 +163,8 @@ def test_forgeries_of_a_real_queued_job_are_refused_by_the_signature_checks(
     assert "expired" in reasons["f-expired"]
     assert "issued in the future" in reasons["f-future"]
     assert "signature does not match" in reasons["f-changed"]
+    assert "sealed part does not open" in reasons["f-moved"]
+    assert "version 1 (file and e-mail in clear) is no longer accepted" in reasons["f-v1"]
     # the real job, delivered alongside, was read once and is done
     assert status(env, submitted["batch_id"])["documents"][0]["status"] == "done"
     assert status(env)["rejected_jobs"] == len(forged)

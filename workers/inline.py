@@ -1,6 +1,6 @@
 """An inline job's bytes on the worker's host: a private file, read through its descriptor.
 
-The bytes come already checked against the signed length and sha256
+The bytes come already decrypted and authenticated (AES-GCM, bound to the signed header)
 (`importer.payload.decode_job`). They are written to an unnamed file (O_TMPFILE, mode
 0600) in this worker process's own 0700 directory, `<data dir>/inline/<host>-<pid>`: a
 file without a name cannot be opened, swapped or linked by anyone, and the kernel frees it

@@ -7,6 +7,7 @@ and a forged job must not loop. The database holds the truth.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -18,9 +19,12 @@ import gearman  # type: ignore[import-untyped]
 from gearman.errors import GearmanError, ServerUnavailable  # type: ignore[import-untyped]
 
 from importer.backoff import Backoff
+from importer.db import lifecycle
 from importer.gearman.client import FUNCTION
-from importer.payload import worker_id
-from workers.job import JobContext, StopNow, handle
+from importer.payload import max_job_bytes, worker_id
+from importer.states import JobOutcome
+from workers.bounded import BoundedConnection, Oversized
+from workers.job import JobContext, Outcome, StopNow, handle
 from workers.owner import Owner
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,8 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
         stop: threading.Event,
         busy: threading.Event,
     ) -> None:
+        self.limit = max_job_bytes(ctx.settings.max_inline_mb * 2**20)
+        self.connection_class = functools.partial(BoundedConnection, limit=self.limit)
         super().__init__(hosts)
         self.ctx = ctx
         self.burst = burst
@@ -87,11 +93,25 @@ class ImportWorker(gearman.GearmanWorker):  # type: ignore[misc]
         unique = (
             job.unique.decode(errors="replace") if isinstance(job.unique, bytes) else job.unique
         )
-        data = job.data if isinstance(job.data, bytes) else str(job.data).encode()
-        outcome = handle(self.ctx, unique, data, progress, should_stop=self.stop.is_set)
+        if isinstance(job.data, Oversized):
+            outcome = self._oversized(unique, job.data.announced)
+        else:
+            data = job.data if isinstance(job.data, bytes) else str(job.data).encode()
+            outcome = handle(self.ctx, unique, data, progress, should_stop=self.stop.is_set)
         log.info("job %s: %s", unique, outcome.encode().decode())
         self.jobs_done += 1
         return outcome.encode()
+
+    def _oversized(self, unique: str | None, announced: int) -> Outcome:
+        """A job over the bound, discarded as it arrived (`workers.bounded`): refused."""
+        reason = (
+            f"job of {announced:,} bytes (framing included) is over the largest job a worker"
+            f" accepts ({self.limit:,} bytes, for IMPORTER_MAX_INLINE_MB="
+            f"{self.ctx.settings.max_inline_mb}); discarded unread"
+        )
+        log.warning("rejected job %r: %s", (unique or "")[:64], reason)
+        lifecycle.record_rejection(self.ctx.db, unique=unique, reason=reason, worker=self.ctx.owner)
+        return Outcome(JobOutcome.rejected, reason)
 
     def on_job_complete(self, current_job: Any, job_result: bytes) -> bool:
         try:
