@@ -1,26 +1,17 @@
 """What another local user (uid 65534, as the attack was made) can reach of ours.
 
-Each test acts through `setpriv --reuid=65534`, against the real processes: the data dir
-an operator made 0755, the dashboard on loopback, a rogue worker on our gearmand.
+Each test acts through `setpriv --reuid=65534` against the real processes: the data dir
+an operator made 0755, a rogue worker on our gearmand (the dashboard's: test_dashboard).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 from tests.conftest import SAMPLES, submit_json
-
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
-def as_nobody(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """Run a command as uid 65534, with no group of ours."""
-    return subprocess.run(
-        [*NOBODY, *argv], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
+from tests.other_user import as_nobody
 
 
 def test_a_data_dir_made_0755_is_made_private_before_anything_is_written(
