@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from importer import inline, payload
 from importer.db.engine import Database
@@ -281,3 +281,20 @@ def retry_batch(
         serve(db, gio, keyring, batch_id, cap=inline_cap_bytes, until_finished=True)
         return len(ids)
     return send(db, gio, ids, keyring)
+
+
+def held_jobs(db: Database, limit: int = 3) -> tuple[int, list[RejectedJob]]:
+    """How many jobs were taken and never claimed, and the newest few (who held them):
+    for `importer doctor`."""
+    with db.session() as s:
+        count = s.scalar(select(func.count()).where(RejectedJob.kind == HELD)) or 0
+        newest = list(
+            s.scalars(
+                select(RejectedJob)
+                .where(RejectedJob.kind == HELD)
+                .order_by(RejectedJob.id.desc())
+                .limit(limit)
+            )
+        )
+        s.expunge_all()
+    return count, newest

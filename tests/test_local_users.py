@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from importer.db import Document, open_database
 from importer.db.models import RejectedJob, utcnow
 from importer.gearman.client import GearmanIO
+from importer.metrics import render
 from importer.requeue import HELD, requeue_stale
 from tests.conftest import SAMPLES, importer, settings_from, submit_json
 from tests.other_user import AS_NOBODY, as_nobody
@@ -97,6 +98,16 @@ def test_a_job_a_rogue_worker_holds_is_sent_again_and_its_old_id_refused(
         with db.session() as s:
             held = s.scalars(select(RejectedJob).where(RejectedJob.kind == HELD)).one()
         assert held.unique == old_id and "rogue-65534" in (held.worker or "")
+        doctor = json.loads(importer("doctor", "--json", env=env).stdout)
+        named = [c for c in doctor if c["name"] == "held jobs"]
+        assert (
+            len(named) == 1 and "rogue-65534" in named[0]["detail"] and old_id in named[0]["detail"]
+        )
+        scraped = render(settings, db)[0].decode()
+        assert any(
+            line.startswith("importer_jobs_held_total{") and "rogue-65534" in line
+            for line in scraped.splitlines()
+        ), scraped
     finally:
         rogue.kill()  # its connection closes: gearmand hands the old job back
         rogue.wait()
