@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select, update
 
@@ -140,7 +140,7 @@ def _watch_taken(
     db: Database,
     gio: GearmanIO,
     keyring: payload.Keyring,
-    taken: Sequence[tuple[int, str, object]],
+    taken: Sequence[tuple[int, str, datetime | None]],
     claim_seconds: float,
 ) -> int:
     """Taken at gearmand, not claimed here: the first pass notes a claim deadline in the
@@ -166,7 +166,7 @@ def _watch_taken(
                     )
                 )
                 continue
-            if deadline > now:  # type: ignore[operator]
+            if deadline > now:
                 continue
             new_id = new_job_id()
             done = s.execute(
