@@ -6,6 +6,7 @@ Nothing is read at import time; `load_settings()` is called by the CLI's command
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import stat
@@ -19,6 +20,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from importer.errors import ConfigError
 from importer.gearman.address import is_loopback, split_address
 from importer.states import TextLayerMode
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "IMPORTER_"
 MIN_SECRET_BYTES = 32
@@ -146,7 +149,8 @@ class Settings(BaseSettings):
                 " value to every host"
             )
         if not self.secret_keys:
-            check_ours(self.data_dir, self.data_dir / "secret_keys")
+            make_private_dir(self.data_dir)
+            check_ours(self.data_dir / "secret_keys")
         text = self.secret_keys or _generated_keys(self.data_dir)
         ring = []
         for item in _split(text, ","):
@@ -176,14 +180,23 @@ def check_ours(*paths: Path) -> None:
 
 
 def make_private_dir(path: Path) -> None:
-    """Create a directory only its owner can enter (the data dir holds text and keys)."""
+    """Create a directory only its owner can enter (the data dir holds text and keys), or
+    make an existing one of ours so: a data dir made 0755 by hand (or by an older release)
+    would leave the database, the mail and the queue readable by every local user.
+
+    ConfigError when it belongs to another user or is a symbolic link (`check_ours`).
+    """
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    check_ours(path)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        path.chmod(0o700)
+        log.warning("%s was mode %o, open to other local users: made it 0700", path, mode)
 
 
 def _generated_keys(data_dir: Path) -> str:
     path = data_dir / "secret_keys"
     if not path.exists():
-        make_private_dir(data_dir)
         line = f"k1:{secrets.token_urlsafe(32)}"
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

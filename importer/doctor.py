@@ -334,7 +334,32 @@ def _registrations(settings: Settings, gio: GearmanIO) -> list[Check]:
                 "firewall gearmand's port and use --tls; rotate IMPORTER_SECRET_KEYS",
             )
         )
-    return checks
+    return checks + _held(settings)
+
+
+def _held(settings: Settings) -> list[Check]:
+    """Jobs a worker took at gearmand and never claimed (the reaper sent them again): by whom."""
+    from importer.requeue import held_jobs
+
+    try:
+        db = open_database(settings.resolved_database_url)
+        try:
+            count, newest = held_jobs(db)
+        finally:
+            db.engine.dispose()
+    except Exception as e:  # noqa: BLE001 - the services check reports the database itself
+        return [Check("held jobs", WARN, f"could not read the database: {str(e)[:200]}")]
+    if not count:
+        return []
+    who = "; ".join(f"{j.unique} at {j.at:%Y-%m-%d %H:%M} by {j.worker}" for j in newest)
+    return [
+        Check(
+            "held jobs",
+            EXPOSED,
+            f"{count} job(s) taken at gearmand and never claimed, sent again; newest: {who}",
+            "a worker that is not ours takes jobs: firewall gearmand's port and use --tls",
+        )
+    ]
 
 
 def _file_modes(settings: Settings) -> list[Check]:

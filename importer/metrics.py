@@ -55,6 +55,9 @@ CACHE_SECONDS = 5.0
 # Each gearmand gets this long to connect and answer; the servers are asked at once, so a
 # dead or hung one delays a scrape by about this much, never by its TCP timeout.
 GEARMAN_TIMEOUT_SECONDS = 1.0
+# The holders named in `importer_jobs_held`: a rogue picks its own client ids, so at most
+# this many series, the busiest.
+HELD_WORKERS = 10
 UNCLASSIFIED = "unclassified"  # a failure recorded without an error kind (documents.error_kind)
 
 
@@ -77,6 +80,7 @@ class DatabaseState:
     failures: dict[str, int]
     rejected: int
     replayed: int
+    held_by: dict[str, int]  # jobs taken at gearmand and never claimed, by who held them
     emails_sent: int
     emails_pending: int
     batches_open: int
@@ -120,6 +124,15 @@ def read_database(db: Database) -> DatabaseState:
         refused = dict(
             conn.execute(select(RejectedJob.kind, func.count()).group_by(RejectedJob.kind)).all()
         )
+        held_by = dict(
+            conn.execute(
+                select(RejectedJob.worker, func.count())
+                .where(RejectedJob.kind == "held")
+                .group_by(RejectedJob.worker)
+                .order_by(func.count().desc())
+                .limit(HELD_WORKERS)
+            ).all()
+        )
         emails, sent = conn.execute(select(func.count(), func.count(Outbox.sent_at))).one()
         batches, finished = conn.execute(select(func.count(), func.count(Batch.finished_at))).one()
         oldest_open = conn.execute(
@@ -132,6 +145,7 @@ def read_database(db: Database) -> DatabaseState:
         failures=failures,
         rejected=int(refused.get("rejected", 0)),
         replayed=int(refused.get("replayed", 0)),
+        held_by={str(worker): int(count) for worker, count in held_by.items()},
         emails_sent=int(sent),
         emails_pending=int(emails - sent),
         batches_open=int(batches - finished),
@@ -233,6 +247,13 @@ def _database_families(db: DatabaseState) -> list[Metric]:
     batches = GaugeMetricFamily("importer_batches", "Batches, open or finished.", labels=["state"])
     batches.add_metric(["open"], db.batches_open)
     batches.add_metric(["finished"], db.batches_finished)
+    held = CounterMetricFamily(
+        "importer_jobs_held",
+        "Jobs a worker took at gearmand and never claimed (sent again), by who held them.",
+        labels=["worker"],
+    )
+    for worker, count in sorted(db.held_by.items()):
+        held.add_metric([worker], count)
     return [
         documents,
         pages,
@@ -252,6 +273,7 @@ def _database_families(db: DatabaseState) -> list[Metric]:
             "Redeliveries of jobs whose document had finished (gearmand's own replays).",
             value=db.replayed,
         ),
+        held,
         emails,
         batches,
         GaugeMetricFamily(

@@ -5,11 +5,13 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import signal
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 from rich.text import Text
@@ -95,6 +97,35 @@ def _gearmand_for(settings: Settings, stack: ExitStack) -> _PrivateGearmand | No
     return _PrivateGearmand(settings, stack)
 
 
+# SIGTERM (systemd, `kill`, a container stopping) and SIGHUP (the terminal closed) end the
+# run as Ctrl-C does; 128 + the signal's number is the shell's code for such an end.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into SystemExit in the main thread, so the run's ExitStack
+    stops its workers and its private gearmand: by default either signal ends Python at
+    once, and gearmand, in a session of its own, would go on listening (and holding the
+    jobs) after us. A second signal during that cleanup is ignored: it must finish."""
+    leaving = False
+
+    def leave(signum: int, _frame: FrameType | None) -> None:
+        nonlocal leaving
+        if leaving:
+            return
+        leaving = True
+        log.warning("%s: stopping workers and gearmand", signal.Signals(signum).name)
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _roots_for(settings: Settings, paths: Sequence[str]) -> Settings:
     if settings.allowed_roots:
         return settings
@@ -163,6 +194,7 @@ def run_all(
     make_private_dir(settings.data_dir)
     settings = _roots_for(settings, paths)
     with ExitStack() as stack:
+        stack.enter_context(_stopped_by_signals())  # unwound last: cleanup stays covered
         private = _gearmand_for(settings, stack)  # it starts while the database opens
         settings.keyring()  # generate keys once, before workers race for them
         db = open_database(settings.resolved_database_url)

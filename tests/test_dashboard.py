@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,12 +32,14 @@ from starlette.routing import Route
 
 from importer.config import Settings
 from importer.dashboard.app import build_app
+from importer.dashboard.auth import COOKIE, COOKIE_SECONDS, cookie_value
 from importer.dashboard.guards import HEADERS
 from importer.dashboard.highlight import pieces
 from importer.dashboard.limits import Recent
 from importer.dashboard.readonly import make_read_only
 from importer.dashboard.routes import gearmand as gearmand_page
-from importer.dashboard.serve import tls_files, token_for
+from importer.dashboard.serve import tls_files
+from importer.dashboard.token import token_for
 from importer.db.engine import open_database
 from importer.db.models import Batch
 from importer.doctor import check_exposure
@@ -42,6 +47,7 @@ from importer.errors import BadInput
 from importer.gearman.address import free_port
 from tests.conftest import SAMPLES, _unavailable, importer, submit_json
 from tests.netns import Lan, NamespacesUnavailable
+from tests.other_user import SYSTEM_PYTHON, as_nobody
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<img src=x onerror=alert(1)>.pdf"
@@ -77,6 +83,13 @@ def dashboard(env: dict[str, str], log: Path, *options: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def printed_login(log: Path) -> str:
+    """The login URL `importer dashboard` printed at start, as a user copies it."""
+    found = re.search(r"https?://\S+/login\?token=\S+", log.read_text())
+    assert found, f"no login URL in what the dashboard printed: {log.read_text()}"
+    return found[0]
 
 
 @pytest.fixture
@@ -214,8 +227,11 @@ def test_dashboard_follows_a_live_import(  # type: ignore[no-untyped-def]
     worker = None
     try:
         with dashboard(env, tmp_path / "dashboard.log") as url:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
             page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))  # type: ignore[func-returns-value]
+            page.goto(printed_login(tmp_path / "dashboard.log"))  # the URL it printed: logged in
+            assert urlsplit(page.url).path == "/" and "token" not in page.url
             first = page.goto(f"{url}/batches/{batch}")
             assert first is not None
             assert "script-src 'self'" in first.headers["content-security-policy"]
@@ -227,7 +243,7 @@ def test_dashboard_follows_a_live_import(  # type: ignore[no-untyped-def]
                 env=env | {"IMPORTER_REVIEW_CONFIDENCE": "99"},  # every OCR page for review
                 stdin=subprocess.DEVNULL,
             )
-            _gearmand_shows_the_worker(browser.new_page(), url, gearmand.address)
+            _gearmand_shows_the_worker(context.new_page(), url, gearmand.address)
             _watch_it_move(page, before, tmp_path)
             page.wait_for_function(
                 "() => document.querySelector('#documents-finished').textContent === '4 / 4'",
@@ -240,10 +256,11 @@ def test_dashboard_follows_a_live_import(  # type: ignore[no-untyped-def]
             _search_marks_matches(page, url)
 
             _metrics_count_what_status_counts(page, url, batch, env)
-            # Open on loopback: a request named for another host (a rebound DNS name) fails.
+            # On loopback too, a request without the login cookie gets the login form only.
+            assert browser.new_page().goto(f"{url}/batches/{batch}").status == 401  # type: ignore[union-attr]
             conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=10)
             conn.request("GET", "/", headers={"Host": "attacker.example:8730"})
-            assert conn.getresponse().status == 421
+            assert conn.getresponse().status == 401
             conn.close()
     finally:
         if worker is not None and worker.poll() is None:
@@ -263,7 +280,11 @@ def test_dashboard_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()  # refused before anything was opened
     with pytest.raises(BadInput, match="16 or more"):
         token_for(Settings(dashboard_token="short"), "127.0.0.1")
-    assert token_for(Settings(), "::1") is None and token_for(Settings(), "127.0.0.2") is None
+    made = token_for(Settings(data_dir=tmp_path / "mine"), "::1")
+    assert made.generated and len(made.value) >= 32
+    assert os.stat(tmp_path / "mine" / "dashboard_token").st_mode & 0o777 == 0o600
+    assert token_for(Settings(data_dir=tmp_path / "mine"), "127.0.0.2") == made
+    assert not token_for(Settings(dashboard_token=TOKEN), "127.0.0.1").generated
 
 
 # Runs inside the test's network namespace: every request a user's client could send.
@@ -365,10 +386,11 @@ def test_snippet_pieces_keep_markup_as_text() -> None:
 def _get(
     url: str, path: str, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, str], str]:
-    """One plain HTTP request, as curl or a browser sends it: status, headers, body."""
+    """One plain HTTP request with the token, as curl or a logged-in browser sends it:
+    status, headers, body."""
     conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
     try:
-        conn.request("GET", path, headers=headers or {})
+        conn.request("GET", path, headers={"Authorization": f"Bearer {TOKEN}", **(headers or {})})
         answer = conn.getresponse()
         return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read().decode()
     finally:
@@ -376,7 +398,7 @@ def _get(
 
 
 def test_dashboard_refuses_other_sites_and_hostile_parameters(tmp_path: Path, pg_url: str) -> None:
-    """On loopback without a token: a page of another site cannot make the operator's
+    """On loopback: a page of another site cannot make the operator's
     browser search or probe; hostile parameters are 400/404 with the security headers,
     never a 500 (PostgreSQL refuses a NUL in a query)."""
     db = open_database(pg_url)
@@ -386,6 +408,7 @@ def test_dashboard_refuses_other_sites_and_hostile_parameters(tmp_path: Path, pg
     db.engine.dispose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
     env |= {"IMPORTER_DATA_DIR": str(tmp_path / "data"), "IMPORTER_DATABASE_URL": pg_url}
+    env["IMPORTER_DASHBOARD_TOKEN"] = TOKEN
     huge = "9" * 5000
     with dashboard(env, tmp_path / "dashboard.log") as url:
         own = url  # what a browser names as the Origin of the dashboard's own pages
@@ -428,7 +451,8 @@ def test_dashboard_refuses_other_sites_and_hostile_parameters(tmp_path: Path, pg
 
 
 def _asgi(app: Any, path: str) -> tuple[int, dict[str, str], str]:
-    """A GET to the app in this process, addressed to loopback: status, headers, body."""
+    """A GET with the token to the app in this process, addressed to loopback: status,
+    headers, body."""
     target = urlsplit(path)
     scope = {
         "type": "http",
@@ -440,7 +464,7 @@ def _asgi(app: Any, path: str) -> tuple[int, dict[str, str], str]:
         "raw_path": target.path.encode(),
         "query_string": target.query.encode(),
         "root_path": "",
-        "headers": [(b"host", b"127.0.0.1:8730")],
+        "headers": [(b"host", b"127.0.0.1:8730"), (b"authorization", f"Bearer {TOKEN}".encode())],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8730),
     }
@@ -465,7 +489,7 @@ def test_dashboard_limits_searches_probes_and_hides_crashes(
 ) -> None:
     settings = Settings(data_dir=tmp_path, gearman_servers=f"127.0.0.1:{free_port()}")
     app = build_app(
-        settings, make_read_only(open_database(settings.resolved_database_url)), token=None
+        settings, make_read_only(open_database(settings.resolved_database_url)), token=TOKEN
     )
     board = app.state.dashboard
 
@@ -553,3 +577,87 @@ def test_dashboard_serves_tls_with_a_certificate_of_certs_init(tmp_path: Path) -
             ).request("GET", "/")
     said = (tmp_path / "dashboard.log").read_text()
     assert f"{url}/" in said and "WARNING" not in said
+
+
+def test_login_cookies_are_each_their_own_and_expire_at_the_server(tmp_path: Path) -> None:
+    """Each login gets a cookie of its own (a nonce), and the server refuses one past its
+    12 hours, one made for another token, and the old fixed HMAC(token, label)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMPORTER_")}
+    env |= {"IMPORTER_DATA_DIR": str(tmp_path / "data"), "IMPORTER_DASHBOARD_TOKEN": TOKEN}
+    with dashboard(env, tmp_path / "dashboard.log") as url:
+
+        def get(path: str, cookie: str | None = None) -> http.client.HTTPResponse:
+            conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+            conn.request("GET", path, headers={"Cookie": f"{COOKIE}={cookie}"} if cookie else {})
+            answer = conn.getresponse()
+            answer.read()
+            conn.close()
+            return answer
+
+        logins = [get(f"/login?token={TOKEN}") for _ in range(2)]
+        assert [login.status for login in logins] == [303, 303]
+        assert all(login.getheader("location") == "/" for login in logins)
+        cookies = [
+            str(login.getheader("set-cookie")).split(";")[0].partition("=")[2] for login in logins
+        ]
+        assert cookies[0] != cookies[1] and TOKEN not in cookies[0]
+        assert get("/", cookies[0]).status == 200 and get("/", cookies[1]).status == 200
+        assert get(f"/login?token={TOKEN[:-1]}x").status == 401
+        stale = cookie_value(TOKEN, now=time.time() - COOKIE_SECONDS - 1)
+        assert get("/", stale).status == 401
+        far = cookie_value(TOKEN, now=time.time() + 365 * 86400)  # beyond any cookie it sets
+        assert get("/", far).status == 401
+        assert get("/", cookie_value("another-token-0123456789")).status == 401
+        fixed = hmac.new(TOKEN.encode(), b"importer dashboard session", hashlib.sha256)
+        assert get("/", fixed.hexdigest()).status == 401
+        expires, nonce, mac = cookies[0].split(".")
+        assert get("/", f"{int(expires) + 3600}.{nonce}.{mac}").status == 401  # expiry moved
+
+
+_NOBODY_CLIENT = """
+import http.client, json, sys
+out = {}
+for path in ("/", "/metrics", "/search?q=Eastfield", "/failures", "/login?token=guess"):
+    conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=10)
+    conn.request("GET", path)
+    answer = conn.getresponse()
+    out[path] = [answer.status, answer.read().decode()]
+print(json.dumps(out))
+"""
+
+
+def test_another_local_user_gets_only_the_login_form_on_loopback(
+    shared_tmp: Path, env: dict[str, str]
+) -> None:
+    """Without IMPORTER_DASHBOARD_TOKEN, on 127.0.0.1: uid 65534 reads no page, no search,
+    no /metrics, nor the generated token (0600 in the 0700 data dir); the URL printed at
+    start logs the operator in."""
+    data = Path(env["IMPORTER_DATA_DIR"])
+    folder = shared_tmp / "in"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "born_digital.pdf", folder / "report.pdf")
+    env["IMPORTER_ALLOWED_ROOTS"] = str(folder)
+    submit_json(folder, env)
+    importer("worker", "--burst", env=env, check=True)
+    with dashboard(env, data.parent / "dashboard.log") as url:
+        port = url.rpartition(":")[2]
+        seen = as_nobody(SYSTEM_PYTHON, "-c", _NOBODY_CLIENT, port)
+        assert seen.returncode == 0, seen.stderr
+        for path, (status, body) in json.loads(seen.stdout).items():
+            assert status == 401, path
+            assert "Eastfield" not in body and "report.pdf" not in body and "importer_" not in body
+        token_file = data / "dashboard_token"
+        assert os.stat(token_file).st_mode & 0o777 == 0o600
+        assert as_nobody("cat", str(token_file)).returncode != 0
+        login = printed_login(data.parent / "dashboard.log")
+        assert login == f"{url}/login?token={token_file.read_text().strip()}"
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+        conn.request("GET", urlsplit(login).path + "?" + urlsplit(login).query)
+        answer = conn.getresponse()
+        cookie = str(answer.getheader("set-cookie")).split(";")[0]
+        conn.close()
+        conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+        conn.request("GET", "/search?q=Eastfield", headers={"Cookie": cookie})
+        answer = conn.getresponse()
+        assert answer.status == 200 and "report.pdf" in answer.read().decode()
+        conn.close()

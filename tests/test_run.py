@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import mailbox
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,50 @@ def test_run_refuses_an_explicit_gearmand_that_is_down(tmp_path: Path) -> None:
     )
     assert proc.returncode == 3
     assert "IMPORTER_GEARMAN_SERVERS" in proc.stderr
+
+
+def test_sigterm_stops_the_runs_workers_and_private_gearmand(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(6):  # long enough to be mid-import when the signal comes
+        (folder / f"scan-{n}.pdf").write_bytes((SAMPLES / "scanned_letter.pdf").read_bytes())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "importer", "run", str(folder), "--email", "you@example.com",
+         "--workers", "1"],
+        env=run_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    children: list[int] = []
+    try:
+        for line in proc.stderr:
+            if "started a private gearmand" in line:
+                break
+        deadline = time.monotonic() + 30
+        while not gearmand_processes(tmp_path / "data") or not _children(proc.pid):
+            assert time.monotonic() < deadline, "no gearmand and worker to stop"
+            time.sleep(0.1)
+        children = _children(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        left = gearmand_processes(tmp_path / "data")
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in _children_alive(children):
+            os.kill(pid, signal.SIGKILL)  # a failed run's leftovers: this test's own
+    assert left == [], "SIGTERM left run's gearmand running"
+    assert _children_alive(children) == []
+    assert code == 128 + signal.SIGTERM
+
+
+def _children_alive(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]

@@ -1,12 +1,11 @@
 """The dashboard's web application: pages, fragments, static files, guards.
 
-    app = build_app(settings, make_read_only(open_database(url)), token=None)
+    app = build_app(settings, make_read_only(open_database(url)), token=TOKEN)
 
-Without a token it answers requests addressed to loopback only; with one, only requests
-that carry it (`auth`); never a request a browser sends for another site (`guards`). An
-unexpected error is a plain 500 with the security headers, its traceback in the log only.
-Pages are sync functions: Starlette runs them in its thread pool, each with its own
-database session.
+It answers only requests that carry the token (`auth`), on loopback too; never a request
+a browser sends for another site (`guards`). An unexpected error is a plain 500 with the
+security headers, its traceback in the log only. Pages are sync functions: Starlette runs
+them in its thread pool, each with its own database session.
 """
 
 from __future__ import annotations
@@ -49,7 +48,7 @@ def templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
-def build_app(settings: Settings, db: Database, *, token: str | None) -> Starlette:
+def build_app(settings: Settings, db: Database, *, token: str) -> Starlette:
     board = Dashboard(settings, db, templates(), PaceMeter())
 
     def refuse(request: Request, message: str | None) -> Response:
@@ -84,12 +83,12 @@ def build_app(settings: Settings, db: Database, *, token: str | None) -> Starlet
     served: list[BaseRoute] = [route for module in PAGES for route in module.routes]
     served.append(Route("/favicon.ico", lambda request: Response(status_code=204)))
     served.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
-    middleware = [Middleware(guards.SecurityHeaders), Middleware(guards.SameOriginOnly)]
-    if token:
-        served += auth.login_routes(token, refuse)
-        middleware.append(Middleware(auth.TokenGate, token=token, refuse=refuse))
-    else:
-        middleware.append(Middleware(guards.LoopbackHostOnly))
+    served += auth.login_routes(token, refuse)
+    middleware = [
+        Middleware(guards.SecurityHeaders),
+        Middleware(guards.SameOriginOnly),
+        Middleware(auth.TokenGate, token=token, refuse=refuse),
+    ]
     app = Starlette(
         routes=served,
         middleware=middleware,

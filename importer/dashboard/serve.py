@@ -1,7 +1,8 @@
 """`importer dashboard`: check where it may listen, open the database read-only, serve.
 
-Off loopback the dashboard starts only with IMPORTER_DASHBOARD_TOKEN set: page text and
-file names are not for whoever reaches the port. With --tls-cert and --tls-key (e.g.
+Every request needs the token (`token`): off loopback the dashboard starts only with
+IMPORTER_DASHBOARD_TOKEN set; on loopback without it, the data dir's token is printed in
+a login URL. With --tls-cert and --tls-key (e.g.
 `importer certs init DIR`'s server.pem and server.key) it serves https; off loopback
 without them it warns that the token crosses the network in clear.
 """
@@ -18,31 +19,10 @@ from rich.console import Console
 from importer.config import Settings
 from importer.dashboard.app import build_app
 from importer.dashboard.readonly import make_read_only
+from importer.dashboard.token import TOKEN_FILE, token_for
 from importer.db.engine import open_database
 from importer.errors import BadInput
 from importer.gearman.address import format_address, is_loopback
-
-MIN_TOKEN_CHARACTERS = 16
-MAKE_TOKEN = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
-
-
-def token_for(settings: Settings, listen: str) -> str | None:
-    """The token requests must carry, or None for an open dashboard on loopback; BadInput
-    when the address needs a token and none is set, or the token is too short."""
-    secret = settings.dashboard_token
-    token = secret.get_secret_value() if secret is not None else ""
-    if not token and not is_loopback(listen):
-        raise BadInput(
-            f"--listen {listen} is beyond loopback: anyone who reaches it would read every"
-            " imported page. Set IMPORTER_DASHBOARD_TOKEN (make one with"
-            f" {MAKE_TOKEN}), or listen on 127.0.0.1"
-        )
-    if token and len(token) < MIN_TOKEN_CHARACTERS:
-        raise BadInput(
-            f"IMPORTER_DASHBOARD_TOKEN has {len(token)} characters: use"
-            f" {MIN_TOKEN_CHARACTERS} or more (make one with {MAKE_TOKEN})"
-        )
-    return token or None
 
 
 def bind(listen: str, port: int) -> socket.socket:
@@ -97,12 +77,23 @@ def serve(
     token = token_for(settings, listen)
     db = make_read_only(open_database(settings.resolved_database_url))
     sock = bind(listen, port)
-    app = build_app(settings, db, token=token)
+    app = build_app(settings, db, token=token.value)
     where = format_address(listen.strip("[]"), sock.getsockname()[1])
-    guarded = "the token required" if token else "open to this machine only"
     scheme = "https" if tls else "http"
-    err.print(f"importer dashboard: {scheme}://{where}/ (read-only, {guarded})", highlight=False)
-    if token and not tls and not is_loopback(listen):
+    if token.generated:
+        err.print(
+            f"importer dashboard: {scheme}://{where}/ (read-only). Open it, logged in, with:\n"
+            f"    {scheme}://{where}/login?token={token.value}\n"
+            f"(the token is in {settings.data_dir / TOKEN_FILE}; every request needs it)",
+            highlight=False,
+        )
+    else:
+        err.print(
+            f"importer dashboard: {scheme}://{where}/ (read-only, IMPORTER_DASHBOARD_TOKEN"
+            " required)",
+            highlight=False,
+        )
+    if not tls and not is_loopback(listen):
         err.print(
             f"WARNING: {where} is beyond loopback without TLS: the token and every page cross"
             " the network in clear. Use --tls-cert/--tls-key (`importer certs init DIR` makes"
