@@ -50,6 +50,7 @@ class Pass:
     left: int = 0
     server_down: str | None = None
     refused: str | None = None  # the last answer of a server that refused an e-mail
+    last_id: int = 0  # the last row the pass took up: a flush goes on after it
 
 
 # Example: MailState(delivered=7, waiting=1, reason="mail server ... refused ...")
@@ -100,15 +101,16 @@ def deliver_pending(
     limit: int = 50,
     batch_id: str | None = None,
     now: bool = False,
+    after_id: int = 0,
 ) -> Pass:
     """Send what is due within `seconds` for all of it; failures wait for a later pass.
 
     `now`: also what waits out a backoff (`importer mail flush`); `batch_id`: only its
-    e-mails."""
+    e-mails; `after_id`: only rows after that one (a flush's next pass)."""
     budget = Deadline(seconds)
     when = utcnow()
     with db.session() as s:
-        query = select(Outbox.id).where(_takeable(when, backing_off_too=now))
+        query = select(Outbox.id).where(_takeable(when, backing_off_too=now), Outbox.id > after_id)
         if batch_id is not None:
             query = query.where(Outbox.batch_id == batch_id)
         due = list(s.scalars(query.order_by(Outbox.id).limit(limit)))
@@ -116,7 +118,8 @@ def deliver_pending(
     refused: str | None = None
     for position, outbox_id in enumerate(due):
         if budget.passed:
-            return Pass(sent, failed, len(due) - position, None, refused)
+            return Pass(sent, failed, len(due) - position, None, refused, after_id)
+        after_id = outbox_id
         row = _claim(db, outbox_id, when, now=now)
         if row is None:
             continue
@@ -129,7 +132,7 @@ def deliver_pending(
             if isinstance(e, MailServerDown):
                 rest = due[position:]  # this one and those it would have held up
                 _wait_out(db, rest, error, backoff, tried=outbox_id)
-                return Pass(sent, failed + 1, len(rest) - 1, error, refused)
+                return Pass(sent, failed + 1, len(rest) - 1, error, refused, after_id)
             _wait_out(db, [outbox_id], error, backoff, tried=outbox_id)
             failed += 1
             refused = error
@@ -138,7 +141,7 @@ def deliver_pending(
             s.execute(update(Outbox).where(Outbox.id == outbox_id).values(sent_at=utcnow()))
         log.info("e-mail %s sent to %s", row.key, row.recipient)
         sent += 1
-    return Pass(sent, failed, 0, None, refused)
+    return Pass(sent, failed, 0, None, refused, after_id)
 
 
 def _claim(db: Database, outbox_id: int, when: Any, *, now: bool) -> Outbox | None:

@@ -5,6 +5,7 @@ is "waiting", with the reason its last try failed and what will deliver it."""
 from __future__ import annotations
 
 from importer.mail import MaildirTarget, parse_mail_url
+from importer.mail_flush import Flushed
 from importer.outbox import MailState
 from importer.report_text import printable
 from importer.states import NotifyMode
@@ -49,4 +50,20 @@ def mail_lines(state: MailState, mail_url: str, notify: NotifyMode | None = None
         lines.append(f"{lead}{_noun(state.waiting)} waiting in the outbox, not delivered: {reason}")
         pronoun = "they go" if state.waiting > 1 else "it goes"
         lines.append(f"{INDENT}{pronoun} {WHO_DELIVERS}")
+    return lines
+
+
+def flush_lines(flushed: Flushed, mail_url: str) -> list[str]:
+    """What `importer mail flush` prints: what it tried, then what the outbox holds."""
+    lines = [f"flush:    {_noun(flushed.tried)} tried, {flushed.delivered} delivered now"]
+    if flushed.server_down:
+        lines.append(f"{INDENT}stopped: {printable(flushed.server_down)}")
+    state = flushed.state
+    if state.total == 0:
+        return [*lines, f"{LABEL}the outbox is empty"]
+    if state.delivered:
+        lines.append(f"{LABEL}{_noun(state.delivered)} delivered in all")
+    if state.waiting:
+        reason = printable(state.reason) if state.reason else "being sent by a courier now"
+        lines.append(f"{LABEL}{_noun(state.waiting)} waiting in the outbox: {reason}")
     return lines
