@@ -4,9 +4,11 @@ outbox with the reason, and `importer mail flush` delivers it exactly once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +136,21 @@ def test_run_with_a_closed_port(env: dict[str, str], tmp_path: Path) -> None:
     assert "1 e-mail waiting in the outbox, not delivered" in proc.stdout
     assert "delivered to" not in proc.stdout
     assert importer("mail", "flush", env=env).returncode == 3
+
+
+def test_server_that_trickles_its_greeting_is_cut_off(silent_server: Silent) -> None:
+    """A line of greeting now and then resets every socket timeout; the deadline holds."""
+
+    def trickle() -> None:
+        while silent_server.accepted == []:
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            while True:
+                silent_server.accepted[0].sendall(b"220-still here\r\n")
+                time.sleep(0.3)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    started = time.monotonic()
+    with pytest.raises(MailServerDown, match="did not answer"):
+        _send(f"smtp://127.0.0.1:{silent_server.port}")
+    assert time.monotonic() - started < SECONDS + 1
