@@ -110,6 +110,7 @@ def open_client(
         client = WatchedSMTP(timeout=deadline.left())
     client.watchdog = Watchdog(deadline)
     client.stage = "the connection"
+    client._host = host  # what TLS checks the certificate against; set by __init__ only
     try:
         client.connect(host, port)  # connects within the timeout, then reads the greeting
     except BaseException as e:
