@@ -110,7 +110,8 @@ def open_client(
         client = WatchedSMTP(timeout=deadline.left())
     client.watchdog = Watchdog(deadline)
     client.stage = "the connection"
-    client._host = host  # what TLS checks the certificate against; set by __init__ only
+    # what TLS checks the certificate against; smtplib sets it in __init__ only
+    setattr(client, "_host", host)  # noqa: B010 - smtplib's private field, not in its stubs
     try:
         client.connect(host, port)  # connects within the timeout, then reads the greeting
     except BaseException as e:
