@@ -32,6 +32,11 @@ certs_app = typer.Typer(help="Certificates for mutual TLS between gearmand and i
 app.add_typer(certs_app, name="certs")
 keys_app = typer.Typer(help="Signing keys for job payloads (IMPORTER_SECRET_KEYS).")
 app.add_typer(keys_app, name="keys")
+mail_app = typer.Typer(
+    help="The outbox: e-mails decided when documents and batches finish, delivered by the"
+    " courier of every `importer worker` (and of `importer run`) through IMPORTER_MAIL_URL."
+)
+app.add_typer(mail_app, name="mail")
 
 # Piped output gets room for its tables instead of 80 squeezed columns.
 # File names, reasons and snippets come from outside: printed as they are (importer.console).
@@ -471,6 +476,43 @@ def keys_new() -> None:
     from importer.keyring import new_key
 
     out.print(new_key(), highlight=False)
+
+
+@mail_app.command("flush")
+def mail_flush(
+    batch: Annotated[
+        str | None, typer.Argument(help="Only this batch's e-mails (default: all).")
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help='Print {"tried", "delivered", "server_down", "outbox": {"delivered",'
+            ' "waiting", "untried", "reason"}}.',
+        ),
+    ] = False,
+) -> None:
+    """Deliver every e-mail waiting in the outbox now, without waiting out its backoff.
+
+    Use it after `importer run` said e-mails are waiting (the mail server did not answer
+    or refused them), once the server is fixed. Each try is bounded by
+    IMPORTER_MAIL_DEADLINE_SECONDS; the flush stops at a server that does not answer.
+    An e-mail a worker's courier is sending right now is left to it: none goes twice.
+    Exit 0: nothing left waiting; 1: some refused (the reason is printed); 3: the mail
+    server did not answer.
+    """
+    from importer.db.engine import open_database
+    from importer.mail_flush import flush
+    from importer.outbox_report import flush_lines
+
+    settings = _settings()
+    flushed = flush(settings, open_database(settings.resolved_database_url), batch)
+    if as_json:
+        out.print_json(data=flushed.to_json())
+    else:
+        for line in flush_lines(flushed, settings.resolved_mail_url):
+            out.print(line, highlight=False)
+    raise typer.Exit(int(flushed.exit_code))
 
 
 @app.command()

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     gearman_servers: str = "127.0.0.1:4730"
     mail_url: str = ""  # default: maildir://<data_dir>/mail
     mail_from: str = "importer@localhost"
+    # The longest one try at delivering an e-mail may wait on the mail server (every SMTP
+    # step, and all of them together); also how long `importer run` waits for its e-mail
+    # once its documents are done. What is not delivered by then waits in the outbox.
+    mail_deadline_seconds: float = Field(default=10.0, gt=0, le=3600)
     secret_keys: str = ""  # "kid:secret,..." newest first; generated when unset
     allowed_roots: str = ""  # ":"-separated; empty means "the paths given to submit"
     tls_ca: Path | None = None

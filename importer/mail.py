@@ -8,6 +8,7 @@ and what to do, because the caller is usually a worker that logs it and moves on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mailbox
 import smtplib
@@ -19,6 +20,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from importer.errors import BadInput, MailUnavailable
 from importer.gearman.address import format_address, is_loopback
+from importer.smtp_bounded import Deadline, NoAnswer, WatchedSMTP, WatchedSMTPS, open_client
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +162,24 @@ def mail_url_warnings(mail_url: str) -> list[str]:
     return warnings
 
 
-def send_message(message: EmailMessage, mail_url: str, *, timeout: float = 30) -> None:
-    """Deliver one composed message; raise MailUnavailable when it was not accepted."""
+class MailServerDown(MailUnavailable):
+    """The mail server itself is not answering: refused, unreachable, or silent past the
+    deadline. The next e-mail would wait the same, so a delivery pass stops at the first."""
+
+
+DEADLINE_SETTING = "IMPORTER_MAIL_DEADLINE_SECONDS"
+
+
+def send_message(message: EmailMessage, mail_url: str, *, timeout: float = 10) -> None:
+    """Deliver one composed message within `timeout` seconds, every step and all of them
+    together; raise MailUnavailable (MailServerDown: the server did not answer) unless it
+    was accepted. Once the server has accepted it, nothing raises: a later try would
+    deliver it twice."""
     target = parse_mail_url(mail_url)
     if isinstance(target, MaildirTarget):
         _deliver_maildir(message, target)
     else:
-        _deliver_smtp(message, target, timeout=timeout)
+        _deliver_smtp(message, target, deadline=Deadline(timeout))
     log.info(
         "mail %s to %s delivered to %s",
         message.get("Message-ID", "(no id)"),
@@ -189,31 +202,66 @@ def _deliver_maildir(message: EmailMessage, target: MaildirTarget) -> None:
         ) from e
 
 
-def _deliver_smtp(message: EmailMessage, target: SmtpTarget, *, timeout: float) -> None:
+def check_server(mail_url: str, *, timeout: float) -> None:
+    """Ask an SMTP server for its greeting and EHLO, within `timeout`; MailServerDown
+    when it does not answer. A maildir has nothing to ask. Done once when a courier starts,
+    so a silent server is known before the first e-mail waits on it."""
+    target = parse_mail_url(mail_url)
+    if isinstance(target, SmtpTarget):
+        _deliver_smtp(None, target, deadline=Deadline(timeout))
+
+
+def _connect(
+    target: SmtpTarget, deadline: Deadline, context: ssl.SSLContext
+) -> WatchedSMTP | WatchedSMTPS:
+    """Connect and read the greeting; every failure says the server is down or silent."""
     where = target.address
-    context = ssl.create_default_context()
-    client: smtplib.SMTP
     try:
-        if target.implicit_tls:
-            client = smtplib.SMTP_SSL(target.host, target.port, timeout=timeout, context=context)
-        else:
-            client = smtplib.SMTP(target.host, target.port, timeout=timeout)
+        return open_client(
+            target.host,
+            target.port,
+            deadline=deadline,
+            implicit_tls=target.implicit_tls,
+            context=context,
+        )
     except ssl.SSLError as e:
         raise MailUnavailable(_tls_advice(where, e)) from e
+    except smtplib.SMTPConnectError as e:
+        raise MailServerDown(
+            f"mail server {where} turned the connection away ({e.smtp_code} "
+            f"{_text(e.smtp_error)}); it sends nothing now, try later or fix {SETTING}"
+        ) from e
+    except NoAnswer as e:
+        raise MailServerDown(_silent_advice(where, e.stage, deadline)) from e
     except (OSError, smtplib.SMTPException) as e:
-        raise MailUnavailable(
+        raise MailServerDown(
             f"cannot connect to mail server {where}: {_reason(e)}; start it, or fix the host "
             f"and port in {SETTING}"
         ) from e
+
+
+def _deliver_smtp(message: EmailMessage | None, target: SmtpTarget, *, deadline: Deadline) -> None:
+    """Deliver `message`, or with None only greet and say EHLO (`check_server`)."""
+    where = target.address
+    context = ssl.create_default_context()
+    client = _connect(target, deadline, context)
+    accepted = False
     try:
-        with client:
-            client.ehlo_or_helo_if_needed()
-            if target.starttls:
-                client.starttls(context=context)
-                client.ehlo()
-            if target.username is not None:
-                client.login(target.username, target.password or "")
-            client.send_message(message)
+        client.stage = "EHLO"
+        client.ehlo_or_helo_if_needed()
+        if target.starttls:
+            client.stage = "STARTTLS"
+            client.starttls(context=context)
+            client.ehlo()
+        if message is None:
+            accepted = True  # nothing to send: say QUIT politely
+            return
+        if target.username is not None:
+            client.stage = "the login"
+            client.login(target.username, target.password or "")
+        client.stage = "the message"
+        client.send_message(message)
+        accepted = True
     except smtplib.SMTPNotSupportedError as e:
         raise MailUnavailable(_unsupported_advice(where, target, e)) from e
     except smtplib.SMTPAuthenticationError as e:
@@ -228,18 +276,53 @@ def _deliver_smtp(message: EmailMessage, target: SmtpTarget, *, timeout: float) 
             "it accepts"
         ) from e
     except smtplib.SMTPRecipientsRefused as e:
-        refused = ", ".join(sorted(e.recipients))
+        refused = ", ".join(
+            f"{rcpt} ({code} {_text(text)})" for rcpt, (code, text) in sorted(e.recipients.items())
+        )
         raise MailUnavailable(
             f"mail server {where} refused the recipient {refused}; check the address "
             "given to --email, or the relay rules of that server"
         ) from e
+    except smtplib.SMTPResponseException as e:
+        raise MailUnavailable(
+            f"mail server {where} refused {client.stage} ({e.smtp_code} "
+            f"{_text(e.smtp_error)}); a 4xx answer may pass, a 5xx one needs the server fixed"
+        ) from e
     except ssl.SSLError as e:
         raise MailUnavailable(_tls_advice(where, e)) from e
     except (OSError, smtplib.SMTPException) as e:
-        raise MailUnavailable(
+        if _silent(e, deadline, client.watchdog.fired):
+            raise MailServerDown(_silent_advice(where, client.stage, deadline)) from e
+        raise MailServerDown(
             f"mail server {where} did not accept the message: {_reason(e)}; check the server "
             f"and {SETTING}"
         ) from e
+    finally:
+        _close(client, accepted)
+
+
+def _close(client: WatchedSMTP | WatchedSMTPS, accepted: bool) -> None:
+    """QUIT and close; errors after the server accepted the message change nothing."""
+    try:
+        if accepted:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                client.quit()
+    finally:
+        client.watchdog.done()
+        client.close()
+
+
+def _silent(error: BaseException, deadline: Deadline, fired: bool) -> bool:
+    """Whether the deadline, rather than the server, ended the conversation."""
+    return fired or isinstance(error, TimeoutError) or deadline.passed
+
+
+def _silent_advice(where: str, stage: str, deadline: Deadline) -> str:
+    return (
+        f"mail server {where} accepted the connection but did not answer {stage} within "
+        f"{round(deadline.seconds, 1):g} s ({DEADLINE_SETTING}); check that it is an SMTP "
+        f"server and that it is running, or fix the host and port in {SETTING}"
+    )
 
 
 def _tls_advice(where: str, error: ssl.SSLError) -> str:

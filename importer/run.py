@@ -31,7 +31,8 @@ from importer.gearman.client import GearmanIO
 from importer.gearman.server import GearmandProcess
 from importer.live_progress import PROGRESS_EVERY, BatchDisplay, Tracker, read_progress
 from importer.notify import validate_address
-from importer.outbox import deliver_pending
+from importer.outbox import mail_state
+from importer.outbox_report import mail_lines
 from importer.report_text import printable
 from importer.states import NotifyMode, TextLayerMode
 from importer.status import BatchStatus, documents, overview, unfinished
@@ -234,13 +235,19 @@ def run_all(
             return int(ExitCode.ok)
         with BatchDisplay(err, progress_every) as display:
             _wait(db, gio, result.batch_id, display)
-        deliver_pending(db, mail_url=settings.resolved_mail_url, mail_from=settings.mail_from)
+        # the courier's last pass, at most IMPORTER_MAIL_DEADLINE_SECONDS; then no e-mail
+        # is under way, and what the summary says of them stays true
+        stop_workers()
     batch = overview(db, result.batch_id).batches[0]
+    mail = mail_state(db, result.batch_id)
     elapsed = time.monotonic() - started
     if as_json:
-        out.print_json(json.dumps({**batch.to_json(), "seconds": round(elapsed, 2)}))
+        summary = {**batch.to_json(), "seconds": round(elapsed, 2), "mail": mail.to_json()}
+        out.print_json(json.dumps(summary))
     else:
         _print_summary(settings, batch, elapsed, out)
+        for line in mail_lines(mail, settings.resolved_mail_url, notify):
+            out.print(line, highlight=False, soft_wrap=True)
         for doc in documents(db, result.batch_id, None):
             if doc.failed:
                 failure = f"{doc.status.value}: {doc.path}: {doc.error}"
@@ -262,8 +269,3 @@ def _print_summary(settings: Settings, batch: BatchStatus, elapsed: float, out: 
         f"text:     importer export {batch.id} --format jsonl   (database: "
         f"{settings.resolved_database_url})"
     )
-    mail = settings.resolved_mail_url
-    if mail.startswith("maildir://"):
-        out.print(f"e-mail:   delivered to the maildir {mail.removeprefix('maildir://')}/new/")
-    else:
-        out.print(f"e-mail:   sent through {mail.split('@')[-1]}")

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -30,8 +30,10 @@ from importer.db.models import utcnow
 from importer.errors import ConfigError, ImporterError
 from importer.gearman.address import host_list
 from importer.gearman.client import GearmanIO
-from importer.outbox import deliver_pending
+from importer.mail import MailServerDown, check_server
+from importer.outbox import MAIL_RETRY, deliver_pending, hold_due
 from importer.requeue import requeue_stale
+from importer.smtp_bounded import Deadline
 from workers import engine, isolation
 from workers.job import JobContext, StopNow
 from workers.loop import install_signal_handlers, owner_name, work
@@ -241,8 +243,7 @@ class Supervisor:
         finally:
             self.stop()
             gio.close()
-            courier.stop()
-            courier.deliver(db)  # the last documents' e-mail goes out before we exit
+            courier.finish(db)  # the last documents' e-mail goes out before we exit
         return 0
 
 
@@ -250,33 +251,70 @@ class Courier:
     """Delivers the outbox from a thread of the supervisor, every DELIVERY_SECONDS.
 
     Workers only write outbox rows (in the transaction that finishes a document or a
-    batch); a slow or dead mail server holds up this thread, never a job."""
+    batch); a slow or dead mail server holds up this thread, never a job. Each pass has
+    IMPORTER_MAIL_DEADLINE_SECONDS; one that found the mail server silent leaves every
+    e-mail of the pass waiting out its backoff, so the next passes wait on nothing."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stopping = threading.Event()
+        self.down_until = 0.0  # monotonic: the mail server was found down, try after this
+        self.down_reason = ""
         self.thread = threading.Thread(target=self._run, name="courier", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         db = open_database(self.settings.resolved_database_url, migrate=False)
+        self.check_server()
         while not self.stopping.wait(DELIVERY_SECONDS):
             self.deliver(db)
 
-    def deliver(self, db: Any) -> None:
+    def check_server(self) -> None:
+        """Greet the mail server once at the start: one found silent while the first
+        documents run holds up no e-mail, nor the end of `importer run`, a second time."""
         try:
-            deliver_pending(
-                db, mail_url=self.settings.resolved_mail_url, mail_from=self.settings.mail_from
+            check_server(
+                self.settings.resolved_mail_url, timeout=self.settings.mail_deadline_seconds
+            )
+        except MailServerDown as e:
+            log.warning("e-mail will wait in the outbox: %s", e.message)
+            self.server_down(e.message)
+        except ImporterError as e:
+            log.warning("mail server check: %s", e.message)
+
+    def server_down(self, reason: str) -> None:
+        self.down_until = time.monotonic() + MAIL_RETRY.delay(1)
+        self.down_reason = reason
+
+    def deliver(self, db: Any, seconds: float | None = None) -> None:
+        try:
+            wait = self.down_until - time.monotonic()
+            if wait > 0:  # what was queued since waits with the reason, and tries no server
+                hold_due(db, self.down_reason, timedelta(seconds=wait))
+                return
+            done = deliver_pending(
+                db,
+                mail_url=self.settings.resolved_mail_url,
+                mail_from=self.settings.mail_from,
+                seconds=seconds or self.settings.mail_deadline_seconds,
             )
         except ImporterError as e:
             log.warning("e-mail left in the outbox for the next pass: %s", e.message)
+            return
         except SQLAlchemyError as e:
             log.warning("e-mail left in the outbox: database error: %s", str(e).splitlines()[0])
+            return
+        if done.server_down:
+            self.server_down(done.server_down)
 
-    def stop(self) -> None:
-        """Stop taking e-mail; one caught mid-delivery finishes or times out on its own."""
+    def finish(self, db: Any) -> None:
+        """Stop, and give what is due one last pass: the try under way and that pass
+        together within IMPORTER_MAIL_DEADLINE_SECONDS (each try ends by its deadline)."""
+        budget = Deadline(self.settings.mail_deadline_seconds)
         self.stopping.set()
-        self.thread.join(1.0)
+        self.thread.join(budget.left())
+        if not budget.passed:
+            self.deliver(db, budget.left())
 
 
 def install_supervisor_signals(sup: Supervisor) -> None:

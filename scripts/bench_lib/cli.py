@@ -13,6 +13,7 @@ from pathlib import Path
 from bench_lib import goals, ocrmypdf_env, report
 from bench_lib.corpus import QUICK, Corpus, Sizes, describe, load_or_build
 from bench_lib.machine import ROOT, machine, revision, versions
+from bench_lib.mail_section import mail_section
 from bench_lib.memory import memory
 from bench_lib.mixed import mixed
 from bench_lib.ocr_sections import ScannedPlan, fixed_cost_note, scanned, startup, text_layer
@@ -36,9 +37,10 @@ SECTIONS = (
     "mixed",
     "scale",
     "search",
+    "mail",
 )
 # the sections that make their own material and need no corpus
-NO_CORPUS = frozenset({"scale", "search"})
+NO_CORPUS = frozenset({"scale", "search", "mail"})
 SECTION_HELP = (
     "ocr: scanned pages, importer against the raw limit and OCRmyPDF; scaling: 1 worker against"
     " all; text-layer: born-digital pages against pdftotext; startup: the fixed cost of a run;"
@@ -48,7 +50,8 @@ SECTION_HELP = (
     f" status, a reaper pass and submit's duplicate check among {ROWS:,} generated documents,"
     " on SQLite and PostgreSQL; search: full-text queries over"
     f" {PAGES:,} generated pages against a substring scan, and what the index costs an"
-    " import, on SQLite and PostgreSQL"
+    " import, on SQLite and PostgreSQL; mail: importer run with a maildir against the same"
+    " run with an SMTP server that never answers (8 documents, an e-mail each)"
 )
 TURNED_PAGES, TURNED_PAGES_QUICK = 8, 4
 
@@ -137,6 +140,8 @@ def measure(
         result.extend(scale(args.work_dir, args.rounds, args.quick, args.scale_rows))
     if "search" in chosen:
         result.extend(search_section(args.work_dir, args.quick, args.search_pages))
+    if "mail" in chosen:
+        result.extend(mail_section(args.work_dir, args.rounds, args.workers, args.quick))
     if chosen <= NO_CORPUS:
         return None
     corpus = load_or_build(args.work_dir, sizes)
