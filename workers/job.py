@@ -1,14 +1,18 @@
 """One Gearman job, from payload to stored pages.
 
 Order matters for security: verify the signature, then match the job to the document the
-database recorded; only then is the file opened, once, checked where it really is, and
-read by the engine's child through that open descriptor.
+database recorded; only then is the file opened, once, checked where it really is, hashed
+through that descriptor and compared with the sha256 recorded at submit, and read by the
+engine's child through that same open descriptor. So the text stored under a document's
+sha256 is the text of those bytes: a file rewritten in place (even to the same size)
+between submit and worker fails as `changed` before any tool parses it.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import hmac
 import logging
 import os
 import threading
@@ -24,12 +28,12 @@ from importer.config import Settings
 from importer.db import lifecycle
 from importer.db.engine import Database
 from importer.errors import ImporterError, PayloadRejected
+from importer.opening import Refused, open_confined, sha256_of
 from importer.reasons import ErrorKind
 from importer.states import DocStatus, JobOutcome
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
 from workers.inline import InlineSpool
-from workers.opening import Refused, open_confined
 from workers.owner import dead_here
 from workers.review import needs_review
 
@@ -136,7 +140,7 @@ def handle(
         return Outcome(JobOutcome.dropped, claimed.value)
 
     if received.content is not None:
-        return _inline(ctx, claimed, received.content, progress, should_stop)
+        return _inline(ctx, claimed, received.content, job.sha256, progress, should_stop)
     try:
         fd = open_confined(claimed.path, ctx.roots, claimed.size)
     except Refused as e:
@@ -146,9 +150,30 @@ def handle(
         kind = ErrorKind.missing if gone else ErrorKind.unreadable
         return _retry(ctx, claimed, f"cannot open {claimed.path}: {e.strerror or e}", kind)
     try:
+        try:
+            changed = _changed(claimed, fd)
+        except OSError as e:
+            reason = f"cannot read {claimed.path}: {e.strerror or e}"
+            return _retry(ctx, claimed, reason, ErrorKind.unreadable)
+        if changed:
+            return _fail(ctx, claimed, changed, ErrorKind.changed)
         return _process(ctx, claimed, fd, progress, should_stop)
     finally:
         os.close(fd)
+
+
+def _changed(claimed: lifecycle.Claimed, fd: int) -> str | None:
+    """Why the open file is not the one recorded at submit, if it is not: its sha256,
+    over the descriptor the child will read (so no later swap of the name matters)."""
+    if not claimed.sha256:
+        return None
+    digest, _ = sha256_of(fd)
+    if hmac.compare_digest(digest, claimed.sha256):
+        return None
+    return (
+        f"{claimed.path} changed since it was submitted (its sha256 is not the one recorded);"
+        " refused: submit it again with --force"
+    )
 
 
 def _claim(
@@ -181,15 +206,19 @@ def _inline(
     ctx: JobContext,
     claimed: lifecycle.Claimed,
     content: memoryview,
+    signed_sha256: str | None,
     progress: Progress,
     should_stop: Callable[[], bool],
 ) -> Outcome:
     """A job that carries its file: no roots apply, the bytes are read from a private file
-    without a name (`workers.inline`), gone when its descriptor closes."""
-    if claimed.size is not None and claimed.size != len(content):
+    without a name (`workers.inline`), gone when its descriptor closes. They were checked
+    against the signed sha256 (`payload.decode_job`), which must be the recorded one."""
+    if (claimed.size is not None and claimed.size != len(content)) or (
+        claimed.sha256 and signed_sha256 and not hmac.compare_digest(claimed.sha256, signed_sha256)
+    ):
         reason = (
             f"the inline bytes ({len(content):,}) are not the file recorded at submit "
-            f"({claimed.size:,} bytes); refused"
+            f"({claimed.size or 0:,} bytes, its sha256); refused"
         )
         return _fail(ctx, claimed, reason, ErrorKind.changed)
     try:
