@@ -55,7 +55,8 @@ Inline = Annotated[
     typer.Option(
         "--inline",
         help="Send each file's bytes inside its job, for workers that cannot see this disk"
-        " (files up to IMPORTER_MAX_INLINE_MB; submit stays until the batch has finished).",
+        " (files up to IMPORTER_MAX_INLINE_MB). submit returns once every job is on gearmand;"
+        " a batch over IMPORTER_INLINE_IN_FLIGHT_MB keeps it until the rest is sent.",
     ),
 ]
 TextLayer = Annotated[
@@ -121,6 +122,14 @@ def submit(
     text_layer: TextLayer = None,
     force: Force = False,
     inline: Inline = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="With --inline: stay until the batch has finished, sending again from here"
+            " what comes back (a failed attempt, a worker that died).",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be submitted.")
     ] = False,
@@ -144,6 +153,7 @@ def submit(
         text_layer=text_layer,
         force=force,
         inline=inline,
+        wait=wait,
         dry_run=dry_run,
         as_json=as_json,
         out=out,

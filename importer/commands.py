@@ -68,7 +68,14 @@ def do_submit(
     err: Console,
     text_layer: TextLayerMode | None = None,
     inline: bool = False,
+    wait: bool = False,
 ) -> int:
+    if wait and not inline:
+        raise BadInput(
+            "--wait keeps an --inline submit until its batch is done; without --inline the"
+            " workers read the files themselves: follow the batch with `importer status"
+            " BATCH --watch`"
+        )
     opts = SubmitOptions(
         email=validate_address(email),
         recursive=recursive,
@@ -80,6 +87,7 @@ def do_submit(
         text_layer=text_layer or settings.text_layer,
         force=force,
         dry_run=dry_run,
+        inline_until_finished=wait,
         **inline_options(settings, inline),
     )
     resolve_args(paths, settings.roots)
@@ -95,7 +103,7 @@ def do_submit(
         if gio is not None:
             gio.close()
     print_submit_result(result, opts, as_json=as_json, out=out)
-    refused = result.not_pdf + result.too_large + result.bad_name
+    refused = result.not_pdf + result.too_large + result.bad_name + result.refused
     if result.submitted == 0 and refused == result.skipped == 0:
         raise BadInput(
             f"no PDF found in {', '.join(paths)} ({result.ignored} other files ignored): "
@@ -110,6 +118,7 @@ def inline_options(settings: Settings, inline: bool) -> dict[str, Any]:
         "inline": inline,
         "max_inline_mb": settings.max_inline_mb,
         "inline_in_flight_mb": settings.inline_in_flight_mb,
+        "max_file_mb": settings.max_file_mb,
     }
 
 
@@ -133,6 +142,7 @@ def submit_with_progress(
             opts,
             roots=settings.roots,
             progress=progress,
+            notice=lambda text: err.print(text, highlight=False),  # stderr, even with --json
         )
 
 
@@ -161,6 +171,10 @@ def print_submit_result(
             f" other files ignored",
             f", {result.too_large} over IMPORTER_MAX_INLINE_MB (recorded as failed)"
             if result.too_large
+            else "",
+            f", {result.refused} refused unread (a link, not a regular file, or over"
+            " IMPORTER_MAX_FILE_MB; recorded as failed)"
+            if result.refused
             else "",
             f", {result.bad_name} with names not valid UTF-8 (recorded as failed)"
             if result.bad_name

@@ -13,20 +13,24 @@ sit on the way:
 
 Re-sending. The database keeps no copy of the bytes (a blob per document would write
 every inline file through the database once more, and keep it there while it waits), so
-whoever re-sends an inline document reads the file again (`read_recorded`) and checks it
-is the file recorded at submit (size and sha256). The submitting process is the batch's
-*sender*: while `batches.inline_sender_until` is ahead (it renews it every poll), it sends
-the batch's unsent documents within the cap, and a reaper or retry elsewhere that cannot
-read a file hands the document back to it (`hand_back`). A submit that is killed stops
-renewing; after SENDER_LEASE a reaper that can read the files (the submitting host's
-`importer requeue --stale`, or a worker sharing that storage) sends them, and one that
-cannot records the document failed with a reason that says which host could not read it
-and to run `importer retry BATCH` on the host that has the files. So nothing waits for
-a sender that is gone.
+whoever re-sends an inline document reads the file again (`read_recorded`: opened
+confined, as at submit) and checks it is the file recorded at submit (size and sha256).
+The submitting process is the batch's *sender*: while `batches.inline_sender_until` is
+ahead (it renews it every poll), it sends the batch's unsent documents within the cap, and
+a reaper or retry elsewhere that cannot read a file hands the document back to it
+(`hand_back`). The sender itself cannot hand a document to anyone: one it cannot send (the
+file changed since it was hashed, or is gone) is failed at once, `changed` when its bytes
+are not the recorded ones. A submit that has sent everything, or is killed, stops
+renewing; a reaper that can read the files then (the submitting host's `importer requeue
+--stale`, or a worker sharing that storage) sends what comes back, and one that cannot
+records the document failed with a reason that says which host could not read it and to
+run `importer retry BATCH` on the host that has the files. So nothing waits for a sender
+that is gone, and nothing is lost without a reason.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -38,6 +42,7 @@ from sqlalchemy import func, or_, select, update
 from importer.db.engine import Database
 from importer.db.lifecycle import finish
 from importer.db.models import Batch, Document, utcnow
+from importer.opening import Refused, open_confined
 from importer.reasons import ErrorKind
 from importer.states import DocStatus
 
@@ -48,11 +53,13 @@ READ_BYTES = 1 << 20
 
 
 class Unreadable(Exception):
-    """The recorded file cannot be sent from here: `reason` says why, for a person."""
+    """The recorded file cannot be sent from here: `reason` says why, for a person, `kind`
+    what kind of failure it is (`changed`: its bytes are not the ones recorded)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: ErrorKind) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
 
 def too_large_reason(size: int, limit_mb: int) -> str:
@@ -63,26 +70,39 @@ def too_large_reason(size: int, limit_mb: int) -> str:
     )
 
 
-def read_recorded(path: str, size: int, sha256: str) -> bytes:
-    """The file's bytes, if it is still the file recorded at submit; else Unreadable."""
+def read_recorded(path: str, size: int, sha256: str, fd: int | None = None) -> bytes:
+    """The file's bytes, if it is still the file recorded at submit; else Unreadable.
+
+    Read from `fd` (the descriptor the submitter hashed) when given, else from the file
+    opened confined (`importer.opening`: no link anywhere, a regular file with one name);
+    either way its bytes must have the recorded sha256, so what is sent is what was hashed.
+    """
+    own = fd is None
+    if fd is None:
+        try:
+            fd = open_confined(path, (), size)
+        except Refused as e:
+            raise Unreadable(e.reason, e.kind) from e
+        except OSError as e:
+            kind = ErrorKind.missing if e.errno == errno.ENOENT else ErrorKind.unreadable
+            raise Unreadable(f"cannot read {path} ({e.strerror or e})", kind) from e
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        raise Unreadable(f"cannot read {path} ({e.strerror or e})") from e
-    try:
-        if os.fstat(fd).st_size != size:
-            raise Unreadable(f"{path} changed since it was submitted (size)")
         content = bytearray()
-        while chunk := os.read(fd, READ_BYTES):
+        while chunk := os.pread(fd, READ_BYTES, len(content)):
             content += chunk
             if len(content) > size:
                 break
     except OSError as e:
-        raise Unreadable(f"cannot read {path} ({e.strerror or e})") from e
+        raise Unreadable(f"cannot read {path} ({e.strerror or e})", ErrorKind.unreadable) from e
     finally:
-        os.close(fd)
+        if own:
+            os.close(fd)
     if len(content) != size or hashlib.sha256(content).hexdigest() != sha256:
-        raise Unreadable(f"{path} changed since it was submitted (its sha256 differs)")
+        raise Unreadable(
+            f"{path} changed since it was submitted (its bytes are not the ones hashed then);"
+            " submit it again with --force",
+            ErrorKind.changed,
+        )
     return bytes(content)
 
 
@@ -149,11 +169,20 @@ def release_sender(db: Database, batch_id: str) -> None:
         s.execute(update(Batch).where(Batch.id == batch_id).values(inline_sender_until=None))
 
 
-def hand_back(db: Database, unreadable: dict[int, str], alive: dict[int, bool]) -> None:
-    """Documents this host could not send: back to their live sender, or failed."""
+def hand_back(
+    db: Database,
+    unreadable: dict[int, Unreadable],
+    alive: dict[int, bool],
+    *,
+    sender: bool = False,
+) -> None:
+    """Documents this host could not send: back to their live sender, or failed.
+
+    The `sender` itself (`importer.inline_sender`) has no one to hand them to: it fails
+    them with their kind (handing them back to itself would loop for ever)."""
     host = socket.gethostname()
-    for doc_id, reason in unreadable.items():
-        if alive.get(doc_id):
+    for doc_id, why in unreadable.items():
+        if alive.get(doc_id) and not sender:
             with db.session() as s:
                 s.execute(
                     update(Document)
@@ -163,16 +192,22 @@ def hand_back(db: Database, unreadable: dict[int, str], alive: dict[int, bool]) 
             continue
         with db.session() as s:
             batch_id = s.scalar(select(Document.batch_id).where(Document.id == doc_id))
-        finish(
-            db,
-            doc_id,
-            owner=None,
-            status=DocStatus.failed,
-            error=f"inline document not re-sent: {reason} on {host}, and the process that "
-            f"submitted it is gone; run `importer retry {batch_id}` on the host that has "
-            "the files",
-            error_kind=ErrorKind.not_resent,
-        )
+        if sender:
+            error, kind = f"inline document not sent: {why.reason}", why.kind
+        elif why.kind == ErrorKind.changed:
+            error = (
+                f"inline document not re-sent: {why.reason} (read on {host}), and the process"
+                " that submitted it is gone"
+            )
+            kind = ErrorKind.changed
+        else:
+            error = (
+                f"inline document not re-sent: {why.reason} on {host}, and the process that "
+                f"submitted it is gone; run `importer retry {batch_id}` on the host that has "
+                "the files"
+            )
+            kind = ErrorKind.not_resent
+        finish(db, doc_id, owner=None, status=DocStatus.failed, error=error, error_kind=kind)
 
 
 def reaper_share(

@@ -2,18 +2,19 @@
 
 The submit pipeline records an inline batch's documents as unsent (queued, no
 `enqueued_at`) and, after each group, sends what the in-flight cap allows; once the walk
-is done it stays the batch's sender (`importer.inline_sender.serve`). See
+is done it stays the batch's sender (`importer.inline_sender.serve`) while documents are
+still to be sent, or, with `--wait`, until the batch has finished. See
 `importer.inline` for the cap and for what happens to documents no sender is left for.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from importer import inline, payload
@@ -62,22 +63,41 @@ class InlineFeed:
         self.result.too_large += 1
         return inline.too_large_reason(size, self.opts.max_inline_mb)
 
-    def recorded(self, count: int) -> int:
-        """`count` more documents were recorded: send what the cap allows; how many went."""
+    def recorded(self, count: int, opened: Mapping[str, int]) -> int:
+        """`count` more documents were recorded: send what the cap allows, reading the
+        descriptors `opened` (path -> the file hashed); how many went."""
         self.queued += count
         assert self.result.batch_id is not None
         try:
-            sent = pump(self.db, self.gio, self.keyring, self.result.batch_id, self.cap)
+            sent = pump(self.db, self.gio, self.keyring, self.result.batch_id, self.cap, opened)
         except SendIncomplete as e:
             self.sent += e.sent
             raise
         self.sent += sent
         return sent
 
-    def serve(self, batch_id: str, progress: Callable[[int], None] | None) -> None:
-        """Send the rest as jobs finish; `progress(jobs sent)` after each poll."""
+    def serve(
+        self,
+        batch_id: str,
+        progress: Callable[[int], None] | None,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
+        """Send the rest as jobs finish; `progress(jobs sent)` after each poll. Returns at
+        once when every job is on gearmand, unless --wait; `notice` says why it stays."""
         before = self.sent
         served = 0
+        left = self._to_send(batch_id)
+        if self.opts.inline_until_finished:
+            if notice:
+                notice(f"batch {batch_id}: --wait: staying until the batch has finished")
+        elif left and notice:
+            notice(
+                f"batch {batch_id}: {left} documents still to send (their bytes would pass"
+                f" IMPORTER_INLINE_IN_FLIGHT_MB={self.opts.inline_in_flight_mb} on gearmand):"
+                " staying to send them as jobs finish; keep the files until this returns"
+            )
+        elif not left:
+            return
 
         def on_poll(sent: int) -> None:
             nonlocal served
@@ -98,6 +118,21 @@ class InlineFeed:
         except SendIncomplete as e:
             self.sent += served + e.sent
             raise
+
+    def _to_send(self, batch_id: str) -> int:
+        with self.db.session() as s:
+            return int(
+                s.scalar(
+                    select(func.count())
+                    .select_from(Document)
+                    .where(
+                        Document.batch_id == batch_id,
+                        Document.status == DocStatus.queued,
+                        Document.enqueued_at.is_(None),
+                    )
+                )
+                or 0
+            )
 
     def unsent(self, batch_id: str) -> list[int]:
         with self.db.session() as s:

@@ -3,15 +3,16 @@
 The process that submitted (or retries) an inline batch holds the files, so it sends the
 batch's documents itself, a cap's worth at a time (`importer.inline`), and stays the
 batch's sender (renewing `batches.inline_sender_until`) until every document has been
-sent, or, with `until_finished`, until the batch has finished, so that a document handed
-back by a reaper that cannot read its file (its worker died, it failed transiently) is
-sent again from here.
+sent, or, with `until_finished` (`submit --inline --wait`, `importer retry`), until the
+batch has finished, so that a document handed back by a reaper that cannot read its file
+(its worker died, it failed transiently) is sent again from here. A document the sender
+cannot send itself fails at once (`importer.inline.hand_back`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy import func, select, update
 
@@ -25,8 +26,16 @@ from importer.states import UNFINISHED, DocStatus
 POLL_SECONDS = 0.5  # how often finished jobs are looked for, to send the next ones
 
 
-def pump(db: Database, gio: GearmanIO, keyring: payload.Keyring, batch_id: str, cap: int) -> int:
-    """Send what the cap allows of the batch's unsent documents now; how many were sent."""
+def pump(
+    db: Database,
+    gio: GearmanIO,
+    keyring: payload.Keyring,
+    batch_id: str,
+    cap: int,
+    opened: Mapping[str, int] | None = None,
+) -> int:
+    """Send what the cap allows of the batch's unsent documents now; how many were sent.
+    `opened`: path -> the descriptor the submitter hashed, read instead of the path."""
     now = utcnow()
     with db.session() as s:
         waiting = s.execute(
@@ -54,7 +63,7 @@ def pump(db: Database, gio: GearmanIO, keyring: payload.Keyring, batch_id: str, 
             .values(enqueued_at=now)
             .returning(Document.id)
         ).all()
-    return send(db, gio, sorted(won), keyring) if won else 0
+    return send(db, gio, sorted(won), keyring, sender=True, opened=opened) if won else 0
 
 
 def _left(db: Database, batch_id: str, *, until_finished: bool) -> int:

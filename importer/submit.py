@@ -1,5 +1,11 @@
 """`importer submit`: walk, record, enqueue, in pipelined groups.
 
+Every file is opened once with the worker's confined open (`importer.opening`: no symbolic
+link in any component, a regular file with one name, really under the PATHs given, a FIFO
+or device refused without blocking), and sniffed, measured and hashed through that one
+descriptor; an inline batch's jobs are read from it too when they go at once. A file over
+the size cap is refused from its `fstat`, before a byte is hashed.
+
 Files are classified by their first bytes, not their names. A group of files is hashed,
 checked for earlier imports, inserted in one transaction and sent to gearmand in one
 pipelined round trip, so submission never waits on a round trip per file. The round trip
@@ -10,7 +16,6 @@ is in flight at a time, so memory stays flat in the number of files.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import logging
 import os
 import secrets
@@ -32,13 +37,13 @@ from importer.errors import BadInput, GearmanUnavailable, ImporterError
 from importer.gearman.client import GROUP_SIZE, GearmanIO, JobSpec
 from importer.gearman.send import store_handles
 from importer.inline_feed import InlineFeed, inline_sender_lease
+from importer.opening import Refused, open_confined, open_directory, sha256_of
 from importer.reasons import ErrorKind
 from importer.states import DocStatus, NotifyMode, Priority, TextLayerMode
 
 log = logging.getLogger(__name__)
 
 SNIFF_BYTES = 1024
-READ_BYTES = 1 << 20
 PDF_MAGIC = b"%PDF-"
 NOT_PDF = "not a PDF (the file does not start with %PDF-)"
 BAD_NAME = (
@@ -62,7 +67,16 @@ class SubmitOptions:
     inline: bool = False  # each job carries its file's bytes (importer.inline)
     max_inline_mb: int = 64  # IMPORTER_MAX_INLINE_MB
     inline_in_flight_mb: int = 256  # IMPORTER_INLINE_IN_FLIGHT_MB
-    inline_until_finished: bool = True  # stay the batch's sender until it finishes
+    inline_until_finished: bool = False  # --wait: stay the batch's sender until it finishes
+    max_file_mb: int = 512  # IMPORTER_MAX_FILE_MB: larger files are refused unread
+
+    @property
+    def max_read_bytes(self) -> int:
+        """Files larger than this are refused from their fstat, never hashed."""
+        limit = self.max_file_mb
+        if self.inline:
+            limit = min(limit, self.max_inline_mb)
+        return limit * 2**20
 
 
 @dataclass
@@ -74,6 +88,7 @@ class SubmitResult:
     not_pdf: int = 0  # named .pdf but not a PDF: recorded as failed
     too_large: int = 0  # over IMPORTER_MAX_INLINE_MB with --inline: recorded as failed
     bad_name: int = 0  # PDFs whose names are not valid UTF-8: recorded as failed
+    refused: int = 0  # refused by the confined open or over IMPORTER_MAX_FILE_MB: failed
     would_submit: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, object]:
@@ -84,8 +99,22 @@ class SubmitResult:
 class Candidate:
     path: str
     size: int
-    sha256: str
+    sha256: str  # "" when the file was not hashed (refused, or over the size cap)
     is_pdf: bool
+    refused: tuple[str, ErrorKind] | None = None  # by the confined open
+    fd: int | None = None  # the open file, kept for an inline batch's first send
+
+    @property
+    def comparable(self) -> bool:
+        """Whether it takes part in the duplicate check: a PDF that was hashed."""
+        return self.is_pdf and bool(self.sha256)
+
+
+def too_large_reason(path: str, size: int, limit_mb: int) -> str:
+    return (
+        f"{path} is {size:,} bytes, over IMPORTER_MAX_FILE_MB={limit_mb}: refused unread;"
+        " split the file, or raise IMPORTER_MAX_FILE_MB (for submitter and workers)"
+    )
 
 
 def new_batch_id() -> str:
@@ -136,35 +165,55 @@ def resolve_args(paths: Sequence[str], roots: Sequence[Path]) -> list[tuple[Path
     return resolved
 
 
-def walk(paths: Sequence[str], opts: SubmitOptions, roots: Sequence[Path]) -> Iterator[str]:
-    """Resolved regular files to consider, in a stable order (each directory's files by name,
-    then its subdirectories by name), holding one directory listing at a time."""
-    for real, is_dir in resolve_args(paths, roots):
-        if is_dir:
-            yield from _walk_dir(str(real), opts, roots)
-        else:
-            yield str(real)
+def walk(
+    paths: Sequence[str], opts: SubmitOptions, roots: Sequence[Path]
+) -> tuple[list[Path], Iterator[str]]:
+    """The resolved PATHs (the only places files are read from) and the resolved regular
+    files to consider, in a stable order (each directory's files by name, then its
+    subdirectories by name), holding one directory listing at a time."""
+    args = resolve_args(paths, roots)
+    confine = [real for real, _ in args]
+
+    def files() -> Iterator[str]:
+        for real, is_dir in args:
+            if is_dir:
+                yield from _walk_dir(str(real), opts, confine)
+            else:
+                yield str(real)
+
+    return confine, files()
 
 
-def _walk_dir(top: str, opts: SubmitOptions, roots: Sequence[Path]) -> Iterator[str]:
-    # `top` is resolved and only real directories are entered, so a plain file's path is
-    # already its real path inside the roots: only symbolic links need resolving.
+def _walk_dir(top: str, opts: SubmitOptions, confine: Sequence[Path]) -> Iterator[str]:
+    # `top` is resolved and each directory is listed through a descriptor opened without
+    # following links, so a plain file's path is already its real path under the PATHs:
+    # only symbolic links need resolving. (The file itself is opened confined again.)
     stack = [top]
     while stack:
         current = stack.pop()
         try:
-            with os.scandir(current) as listing:
+            fd = open_directory(current)
+        except Refused as e:
+            log.warning("%s, skipped", e.reason)
+            continue
+        except OSError as e:
+            log.warning("%s: cannot list (%s), skipped", current, e.strerror)
+            continue
+        try:
+            with os.scandir(fd) as listing:
                 entries = sorted(listing, key=lambda entry: entry.name)
         except OSError as e:
             log.warning("%s: cannot list (%s), skipped", current, e.strerror)
             continue
+        finally:
+            os.close(fd)
         subdirs: list[str] = []
         for entry in entries:
+            path = os.path.join(current, entry.name)
             if entry.is_dir(follow_symlinks=False):
                 if opts.recursive:
-                    subdirs.append(entry.path)
+                    subdirs.append(path)
                 continue
-            path = entry.path
             if opts.include and not _matches(path, entry.name, opts.include):
                 continue
             if opts.exclude and _matches(path, entry.name, opts.exclude):
@@ -173,8 +222,8 @@ def _walk_dir(top: str, opts: SubmitOptions, roots: Sequence[Path]) -> Iterator[
                 real = os.path.realpath(path)
                 if not os.path.isfile(real):
                     continue
-                if roots and not within(Path(real), roots):
-                    log.warning("%s: link to %s outside the allowed roots, skipped", path, real)
+                if not within(Path(real), confine):
+                    log.warning("%s: link to %s outside the PATHs given, skipped", path, real)
                     continue
                 yield real
             elif entry.is_file(follow_symlinks=False):
@@ -182,43 +231,62 @@ def _walk_dir(top: str, opts: SubmitOptions, roots: Sequence[Path]) -> Iterator[
         stack.extend(reversed(subdirs))
 
 
-def inspect(path: str) -> Candidate | None:
-    """Sniff and hash one file in a single read; None when it cannot be read."""
+def inspect(path: str, confine: Sequence[Path], max_bytes: int, *, keep: bool) -> Candidate | None:
+    """Open one file confined, then sniff and hash it through that descriptor (kept open
+    in the result when `keep`); None when it cannot be read. A file the confined open
+    refuses comes back refused, unread; one over `max_bytes` sniffed, never hashed."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = open_confined(path, confine, None)
+    except Refused as e:
+        log.warning("%s", e.reason)
+        return Candidate(path, 0, "", False, refused=(e.reason, e.kind))
     except OSError as e:
         log.warning("%s: cannot read (%s), skipped", path, e.strerror)
         return None
     try:
-        head = os.read(fd, READ_BYTES)
-        digest = hashlib.sha256(head)
-        size = len(head)
-        while chunk := os.read(fd, READ_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, SNIFF_BYTES, 0)
+        sha256 = ""
+        if size <= max_bytes:
+            sha256, size = sha256_of(fd)
     except OSError as e:
-        log.warning("%s: cannot read (%s), skipped", path, e.strerror)
-        return None
-    finally:
         os.close(fd)
-    return Candidate(path, size, digest.hexdigest(), PDF_MAGIC in head[:SNIFF_BYTES])
+        log.warning("%s: cannot read (%s), skipped", path, e.strerror)
+        return None
+    if not keep:
+        os.close(fd)
+    return Candidate(path, size, sha256, PDF_MAGIC in head, fd=fd if keep else None)
+
+
+def _close(candidates: Iterable[Candidate]) -> None:
+    for c in candidates:
+        if c.fd is not None:
+            os.close(c.fd)
 
 
 def _inspected(
     group: list[str],
     seen: int,
+    confine: Sequence[Path],
+    opts: SubmitOptions,
     result: SubmitResult,
     progress: Callable[[int, int], None] | None,
 ) -> list[Candidate]:
     """The group's readable files, hashed; `progress` after each one, so that the files
-    per second show while a group of large files is read."""
-    out = []
-    for number, path in enumerate(group, start=seen + 1):
-        candidate = inspect(path)
-        if candidate is not None:
-            out.append(candidate)
-        if progress:
-            progress(number, result.submitted)
+    per second show while a group of large files is read. An inline batch's stay open
+    (the caller closes them, `_close`): its first send reads the descriptor hashed."""
+    out: list[Candidate] = []
+    keep = opts.inline and not opts.dry_run
+    try:
+        for number, path in enumerate(group, start=seen + 1):
+            candidate = inspect(path, confine, opts.max_read_bytes, keep=keep)
+            if candidate is not None:
+                out.append(candidate)
+            if progress:
+                progress(number, result.submitted)
+    except BaseException:
+        _close(out)
+        raise
     return out
 
 
@@ -242,32 +310,40 @@ def submit(
     *,
     roots: Sequence[Path] = (),
     progress: Callable[[int, int], None] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> SubmitResult:
-    """Record a batch and enqueue its documents; `progress(files_seen, submitted)` as it goes.
+    """Record a batch and enqueue its documents; `progress(files_seen, submitted)` as it goes,
+    `notice(text)` for what the person who submits should know (an inline batch that must
+    be fed: this process stays until it is all sent).
 
     If gearmand goes away part-way, the jobs it accepted stay queued (with their handles),
     the rest of the batch is marked failed for `importer retry`, and GearmanUnavailable
     says how many were queued; a batch of which no job was accepted is removed.
     """
-    files = walk(paths, opts, roots)
+    confine, files = walk(paths, opts, roots)
     result = SubmitResult(batch_id=None if opts.dry_run else new_batch_id())
     if opts.dry_run or db is None:
-        _dry_run(db, files, opts, result, progress)
+        _dry_run(db, files, confine, opts, result, progress)
         return result
     assert gio is not None and result.batch_id is not None
     pipeline = _Pipeline(db, gio, keyring, opts, result)
     seen = 0
     try:
         for group in _groups(files, GROUP_SIZE):
-            candidates = _inspected(group, seen, result, progress)
+            candidates = _inspected(group, seen, confine, opts, result, progress)
             seen += len(group)
-            keep = _classify(db, candidates, opts, result, batch_id=pipeline.batch_id)
-            result.not_pdf += sum(not c.is_pdf for c in keep)
-            if keep:
-                pipeline.add(keep)
+            try:
+                keep = _classify(db, candidates, opts, result, batch_id=pipeline.batch_id)
+                result.not_pdf += sum(not c.is_pdf and c.refused is None for c in keep)
+                if keep:
+                    pipeline.add(keep)
+            finally:
+                _close(candidates)
             if progress:
                 progress(seen, result.submitted)
-        pipeline.finish(None if progress is None else lambda sent: progress(seen, sent))
+        pipeline.finish(
+            None if progress is None else lambda sent: progress(seen, sent), notice=notice
+        )
     except GearmanUnavailable as e:
         pipeline.abandon(e, seen)  # raises
     finally:
@@ -280,6 +356,7 @@ def submit(
 def _dry_run(
     db: Database | None,
     files: Iterable[str],
+    confine: Sequence[Path],
     opts: SubmitOptions,
     result: SubmitResult,
     progress: Callable[[int, int], None] | None,
@@ -287,12 +364,14 @@ def _dry_run(
     seen_hashes: set[str] = set()
     seen = 0
     for group in _groups(files, GROUP_SIZE):
-        candidates = _inspected(group, seen, result, progress)
+        candidates = _inspected(group, seen, confine, opts, result, progress)
         seen += len(group)
         keep = _classify(db, candidates, opts, result, seen_hashes=seen_hashes)
-        result.not_pdf += sum(not c.is_pdf for c in keep)
-        sent = [c.path for c in keep if c.is_pdf and valid_name(c.path)]
-        result.bad_name += sum(c.is_pdf for c in keep) - len(sent)
+        result.not_pdf += sum(not c.is_pdf and c.refused is None for c in keep)
+        result.refused += sum(c.refused is not None or (c.is_pdf and not c.sha256) for c in keep)
+        pdfs = [c for c in keep if c.comparable]
+        sent = [c.path for c in pdfs if valid_name(c.path)]
+        result.bad_name += len(pdfs) - len(sent)
         result.would_submit.extend(sent)
         result.submitted += len(sent)
         if progress:
@@ -320,12 +399,13 @@ def _classify(
     for c in candidates:
         if not c.is_pdf and not c.path.lower().endswith(".pdf"):
             result.ignored += 1
-        elif c.is_pdf and c.sha256 in seen and not opts.force:
+        elif c.comparable and c.sha256 in seen and not opts.force:
             result.skipped += 1
         else:
-            seen.add(c.sha256)
+            if c.comparable:
+                seen.add(c.sha256)
             keep.append(c)
-    hashes = [c.sha256 for c in keep if c.is_pdf]
+    hashes = [c.sha256 for c in keep if c.comparable]
     if opts.force or db is None or not hashes:
         return keep
     # Looked up by hash alone (ix_documents_sha256_status) and judged here: given "done or
@@ -342,8 +422,8 @@ def _classify(
         for sha256, status, batch in found
         if status == DocStatus.done or (batch_id is not None and batch == batch_id)
     }
-    result.skipped += sum(1 for c in keep if c.is_pdf and c.sha256 in imported)
-    return [c for c in keep if not (c.is_pdf and c.sha256 in imported)]
+    result.skipped += sum(1 for c in keep if c.comparable and c.sha256 in imported)
+    return [c for c in keep if not (c.comparable and c.sha256 in imported)]
 
 
 @dataclass
@@ -390,7 +470,8 @@ class _Pipeline:
         jobs = self._record(keep)
         if self.inline is not None:  # sent from the database, within the cap
             self._recorded = {}
-            self.result.submitted += self.inline.recorded(len(jobs))
+            opened = {stored_path(c.path): c.fd for c in keep if c.fd is not None}
+            self.result.submitted += self.inline.recorded(len(jobs), opened)
             return
         specs = [
             JobSpec(
@@ -485,6 +566,9 @@ class _Pipeline:
 
     def _refusal(self, c: Candidate) -> tuple[str, ErrorKind] | None:
         """Why a kept file is recorded failed at once, and its kind, if it is."""
+        if c.refused is not None:
+            self.result.refused += 1
+            return c.refused
         if not c.is_pdf:
             return NOT_PDF, ErrorKind.not_pdf
         if not valid_name(c.path):  # no job: a worker could not be told these bytes
@@ -492,10 +576,19 @@ class _Pipeline:
             return BAD_NAME, ErrorKind.bad_name
         if self.inline is not None:
             reason = self.inline.refusal(c.size)
-            return None if reason is None else (reason, ErrorKind.too_large_inline)
+            if reason is not None:
+                return reason, ErrorKind.too_large_inline
+        if c.size > self.opts.max_file_mb * 2**20:
+            self.result.refused += 1
+            return too_large_reason(c.path, c.size, self.opts.max_file_mb), ErrorKind.over_limit
         return None
 
-    def finish(self, progress: Callable[[int], None] | None = None) -> None:
+    def finish(
+        self,
+        progress: Callable[[int], None] | None = None,
+        *,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
         """Collect the last group; store the handles and the batch's totals; an inline
         batch's documents are then sent as jobs finish (`InlineFeed.serve`)."""
         self._collect()
@@ -512,13 +605,14 @@ class _Pipeline:
                     total=self.result.submitted
                     + self.result.not_pdf
                     + self.result.too_large
-                    + self.result.bad_name,
+                    + self.result.bad_name
+                    + self.result.refused,
                     skipped=self.result.skipped,
                 )
             )
         self._handles = []
         if self.inline is not None:
-            self.inline.serve(self.batch_id, progress)
+            self.inline.serve(self.batch_id, progress, notice)
         close_batch_if_done(self.db, self.batch_id)
 
     def abandon(self, error: GearmanUnavailable, files_seen: int) -> None:

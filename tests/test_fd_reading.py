@@ -99,7 +99,7 @@ def test_a_file_swapped_mid_document_is_not_read(env: dict[str, str], tmp_path: 
 def test_a_directory_swapped_for_a_link_is_not_followed(tmp_path: Path) -> None:
     import pytest
 
-    from workers.opening import Refused, open_confined
+    from importer.opening import Refused, open_confined
 
     root = tmp_path / "root"
     (root / "inbox").mkdir(parents=True)
@@ -122,7 +122,7 @@ def test_a_directory_swapped_for_a_link_is_not_followed(tmp_path: Path) -> None:
 def test_only_the_regular_file_recorded_at_submit_is_opened(tmp_path: Path) -> None:
     import pytest
 
-    from workers.opening import Refused, open_confined
+    from importer.opening import Refused, open_confined
 
     recorded = tmp_path / "a.pdf"
     shutil.copy(SAMPLES / "born_digital.pdf", recorded)

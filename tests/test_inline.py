@@ -218,7 +218,7 @@ def test_inline_bytes_on_gearmand_stay_under_the_cap(env: dict[str, str], tmp_pa
     env["IMPORTER_INLINE_IN_FLIGHT_MB"] = "1"  # two of these files, not three
     cap = 2**20
     worker = _start("worker", env=_worker_env(env, tmp_path), log=tmp_path / "w.log")
-    sub = _start("submit", str(inbox), "--email", "ops@example.com", "--inline", env=env)
+    sub = _start("submit", str(inbox), "--email", "ops@example.com", "--inline", "--wait", env=env)
     most = 0
     try:
         with GearmanIO([env["IMPORTER_GEARMAN_SERVERS"]]) as gio:

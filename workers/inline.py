@@ -10,7 +10,7 @@ writable one.
 
 Where the filesystem cannot make unnamed files (NFS, some overlays), the file gets a
 random name (O_CREAT | O_EXCL | O_NOFOLLOW, 0600), is opened again the way every document
-is (`workers.opening.open_confined`: no link, a regular file with one name, the signed
+is (`importer.opening.open_confined`: no link, a regular file with one name, the signed
 size) and its name is removed before the engine reads a byte. A worker killed between
 the two leaves the file in its own directory, and the next worker process on the host
 removes the directories of processes that are gone when it starts (`InlineSpool`).
@@ -26,7 +26,7 @@ import socket
 from pathlib import Path
 
 from importer.config import check_ours, make_private_dir
-from workers.opening import open_confined
+from importer.opening import open_confined
 
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL}
 WRITE_BYTES = 1 << 20

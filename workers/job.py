@@ -1,14 +1,19 @@
 """One Gearman job, from payload to stored pages.
 
 Order matters for security: verify the signature, then match the job to the document the
-database recorded; only then is the file opened, once, checked where it really is, and
-read by the engine's child through that open descriptor.
+database recorded; only then is the file opened, once, checked where it really is, hashed
+through that descriptor and compared with the sha256 recorded at submit, and read by the
+engine's child through that same open descriptor. So the text stored under a document's
+sha256 is the text of those bytes: a file rewritten in place (even to the same size)
+between submit and worker fails as `changed` before any tool parses it.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
+import hashlib
+import hmac
 import logging
 import os
 import threading
@@ -24,12 +29,12 @@ from importer.config import Settings
 from importer.db import lifecycle
 from importer.db.engine import Database
 from importer.errors import ImporterError, PayloadRejected
+from importer.opening import Refused, open_confined, sha256_of
 from importer.reasons import ErrorKind
 from importer.states import DocStatus, JobOutcome
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
 from workers.inline import InlineSpool
-from workers.opening import Refused, open_confined
 from workers.owner import dead_here
 from workers.review import needs_review
 
@@ -146,9 +151,30 @@ def handle(
         kind = ErrorKind.missing if gone else ErrorKind.unreadable
         return _retry(ctx, claimed, f"cannot open {claimed.path}: {e.strerror or e}", kind)
     try:
+        try:
+            changed = _changed(claimed, fd)
+        except OSError as e:
+            reason = f"cannot read {claimed.path}: {e.strerror or e}"
+            return _retry(ctx, claimed, reason, ErrorKind.unreadable)
+        if changed:
+            return _fail(ctx, claimed, changed, ErrorKind.changed)
         return _process(ctx, claimed, fd, progress, should_stop)
     finally:
         os.close(fd)
+
+
+def _changed(claimed: lifecycle.Claimed, fd: int) -> str | None:
+    """Why the open file is not the one recorded at submit, if it is not: its sha256,
+    over the descriptor the child will read (so no later swap of the name matters)."""
+    if not claimed.sha256:
+        return None
+    digest, _ = sha256_of(fd)
+    if hmac.compare_digest(digest, claimed.sha256):
+        return None
+    return (
+        f"{claimed.path} changed since it was submitted (its sha256 is not the one recorded);"
+        " refused: submit it again with --force"
+    )
 
 
 def _claim(
@@ -185,11 +211,16 @@ def _inline(
     should_stop: Callable[[], bool],
 ) -> Outcome:
     """A job that carries its file: no roots apply, the bytes are read from a private file
-    without a name (`workers.inline`), gone when its descriptor closes."""
-    if claimed.size is not None and claimed.size != len(content):
+    without a name (`workers.inline`), gone when its descriptor closes. They were sealed
+    by the submitter (`payload.decode_job` authenticated them) and must still be the file
+    recorded at submit: its size and sha256."""
+    if (claimed.size is not None and claimed.size != len(content)) or (
+        claimed.sha256
+        and not hmac.compare_digest(claimed.sha256, hashlib.sha256(content).hexdigest())
+    ):
         reason = (
             f"the inline bytes ({len(content):,}) are not the file recorded at submit "
-            f"({claimed.size:,} bytes); refused"
+            f"({claimed.size or 0:,} bytes, its sha256); refused"
         )
         return _fail(ctx, claimed, reason, ErrorKind.changed)
     try:

@@ -60,6 +60,7 @@ class Claimed:
     done_pages: frozenset[int]
     text_layer: TextLayerMode = TextLayerMode.auto
     size: int | None = None  # bytes, as recorded at submit
+    sha256: str | None = None  # hex, as recorded at submit
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,15 @@ def claim(
         if doc.status == DocStatus.running and doc.lease_owner == owner:
             # our own claim, committed before a dropped connection hid the answer
             return Claimed(
-                doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages, text_layer, doc.size
+                doc.id,
+                doc.batch_id,
+                doc.path,
+                lang,
+                doc.attempts,
+                done_pages,
+                text_layer,
+                doc.size,
+                doc.sha256,
             )
         if (
             doc.status == DocStatus.running
@@ -130,7 +139,15 @@ def claim(
         doc.next_attempt_at = None
         doc.started_at = doc.started_at or now
         return Claimed(
-            doc.id, doc.batch_id, doc.path, lang, doc.attempts, done_pages, text_layer, doc.size
+            doc.id,
+            doc.batch_id,
+            doc.path,
+            lang,
+            doc.attempts,
+            done_pages,
+            text_layer,
+            doc.size,
+            doc.sha256,
         )
 
 

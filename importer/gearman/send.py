@@ -7,7 +7,7 @@ gearmand accepted and taken back from every other.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -44,14 +44,24 @@ def store_handles(s: Session, handles: Sequence[tuple[int, str]]) -> None:
     )
 
 
-def send(db: Database, gio: GearmanIO, doc_ids: Sequence[int], keyring: payload.Keyring) -> int:
+def send(
+    db: Database,
+    gio: GearmanIO,
+    doc_ids: Sequence[int],
+    keyring: payload.Keyring,
+    *,
+    sender: bool = False,
+    opened: Mapping[str, int] | None = None,
+) -> int:
     """Sign and submit documents already marked enqueued; undo the mark for any not accepted.
 
     When gearmand fails part-way, the handles it did give are recorded (those jobs are on
     its queue and keep their mark); only the rest, this group's refused jobs and every later
     group, are unmarked for the reaper or `importer retry`. Raises SendIncomplete then.
-    A document of an inline batch carries its file's bytes, read here; one whose file this
-    host cannot read goes back to its batch's sender, or fails (`importer.inline.hand_back`).
+    A document of an inline batch carries its file's bytes, read here (from `opened`, path
+    -> the descriptor the submitter hashed, where it has one); one whose file this host
+    cannot read goes back to its batch's sender, or fails (`importer.inline.hand_back`),
+    at once when this process is that `sender`.
     """
     sent = 0
     for start in range(0, len(doc_ids), GROUP_SIZE):
@@ -73,9 +83,9 @@ def send(db: Database, gio: GearmanIO, doc_ids: Sequence[int], keyring: payload.
                 .order_by(Document.id)
             ).all()
         handles: dict[str, str] = {}
-        unreadable: dict[int, str] = {}
+        unreadable: dict[int, inline.Unreadable] = {}
         try:
-            for specs in _specs(rows, keyring, unreadable):
+            for specs in _specs(rows, keyring, unreadable, opened or {}):
                 handles.update(gio.submit_background(specs))
         except GearmanUnavailable as e:
             handles.update(getattr(e, "accepted", {}))
@@ -90,7 +100,9 @@ def send(db: Database, gio: GearmanIO, doc_ids: Sequence[int], keyring: payload.
                         .where(Document.id.in_(unsent[first : first + GROUP_SIZE]))
                         .values(enqueued_at=None)
                     )
-            inline.hand_back(db, unreadable, inline.inline_batches(db, list(unreadable)))
+            inline.hand_back(
+                db, unreadable, inline.inline_batches(db, list(unreadable)), sender=sender
+            )
             sent += len(taken)
             raise SendIncomplete(
                 f"{sent} of {len(doc_ids)} documents were queued before gearmand failed, "
@@ -100,13 +112,18 @@ def send(db: Database, gio: GearmanIO, doc_ids: Sequence[int], keyring: payload.
         with db.session() as s:
             store_handles(s, [(d, handles[j]) for d, j, *_ in rows if j in handles])
         if unreadable:
-            inline.hand_back(db, unreadable, inline.inline_batches(db, list(unreadable)))
+            inline.hand_back(
+                db, unreadable, inline.inline_batches(db, list(unreadable)), sender=sender
+            )
         sent += len(handles)
     return sent
 
 
 def _specs(
-    rows: Sequence[Any], keyring: payload.Keyring, unreadable: dict[int, str]
+    rows: Sequence[Any],
+    keyring: payload.Keyring,
+    unreadable: dict[int, inline.Unreadable],
+    opened: Mapping[str, int],
 ) -> Iterator[list[JobSpec]]:
     """The jobs of a group: plain ones in one list; inline ones read a file at a time, in
     lists of about INLINE_CHUNK_BYTES, so a sender holds a few copies of a chunk, not of
@@ -126,9 +143,9 @@ def _specs(
         if not r.inline:
             continue
         try:
-            content = inline.read_recorded(r.path, r.size, r.sha256)
+            content = inline.read_recorded(r.path, r.size, r.sha256, opened.get(r.path))
         except inline.Unreadable as e:
-            unreadable[r.id] = e.reason
+            unreadable[r.id] = e
             continue
         data = payload.encode(r.job_id, r.path, r.email, keyring=keyring, content=content)
         chunk.append(JobSpec(unique=r.job_id, data=data, priority=r.priority))

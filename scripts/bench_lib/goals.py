@@ -13,6 +13,7 @@ from bench_lib.results import Goal, ratio_goal
 TURNED = "turned pages: importer turned / upright, wall time"
 ORIENTATIONS = "turned pages: each orientation's CER against the same pages upright"
 BORN = "born-digital pages: importer / pdftotext, wall time"
+HASH_CHECK = "born-digital pages: the worker's sha256 check (serial) / importer run, % of time"
 MIXED_LIMIT = "mixed corpus: importer / limit, wall time"
 MIXED_OCRMYPDF = (
     "mixed corpus: importer / OCRmyPDF --skip-text --rotate-pages, wall time"

@@ -4,7 +4,9 @@ pages (importer against pdftotext) and the importer's fixed start-up cost."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from bench_lib.accuracy import cer, similarity
 from bench_lib.corpus import Corpus, Doc
 from bench_lib.results import SectionResult, ratio_goal, row
 from bench_lib.rounds import Series, Step, alternate
+from importer.opening import open_confined, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,29 @@ def text_layer(corpus: Corpus, work: Path, rounds: int, cores: int) -> SectionRe
     tool, ours = series[PDFTOTEXT], series[importer_name(cores)]
     cers = (ours.median_quality, tool.median_quality)
     result.goals.append(goals.timed(goals.BORN, ours.median, tool.median, cers))
+    check = hash_check(docs, rounds)
+    rate = f"{sum(d.path.stat().st_size for d in docs) / check.median / 2**20:,.0f} MB/s"
+    result.rows.append(row(section, check, rate, "-"))
+    share = check.median / ours.median
+    result.goals.append(ratio_goal(goals.HASH_CHECK, share * 100, 3, at_most=True, extra=" %"))
     return result
+
+
+def hash_check(docs: Sequence[Doc], rounds: int) -> Series:
+    """The worker's check that a file is still the one submitted (open confined, sha256
+    of the descriptor), over every document, one after another: an upper bound on what
+    it adds to the run's wall time, whose workers hash in parallel."""
+    series = Series("worker's sha256 check, serial")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for d in docs:
+            fd = open_confined(str(d.path), (), None)
+            try:
+                sha256_of(fd)
+            finally:
+                os.close(fd)
+        series.seconds.append(time.perf_counter() - started)
+    return series
 
 
 def startup(corpus: Corpus, work: Path, rounds: int, cores: int) -> SectionResult:

@@ -1,14 +1,21 @@
-"""Opening the file a job names: once, without following links, and only where it may be.
+"""Opening a document: once, without following links, and only where it may be.
 
-The descriptor this returns is the only way the document is read from then on: the
-engine child inherits it and every tool reads it as `fd://N`, so a file swapped for a
-link (or another file) after this check is never read.
+The submitter and the worker open every file through `open_confined`, so both refuse the
+same things: a symbolic link in any component of the path, something other than a regular
+file (a FIFO or a device is refused without blocking), a file with a second hard link,
+one that is not really under the roots. The descriptor it returns is the only way the file
+is read from then on: the submitter sniffs, measures and hashes it, the worker hashes it
+again (`sha256_of`) and its engine child reads it as `fd://N`, so a file swapped for a
+link (or another file) after the check is never read, and a file whose bytes changed in
+place is caught before any tool parses it. `open_directory` lists a directory the same
+way, so a directory swapped for a link while it waits to be listed is not entered.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Sequence
@@ -21,6 +28,8 @@ _AT_FDCWD = -100
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_NO_SYMLINKS = 0x04
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_DIRECTORY_FLAGS = _FLAGS | os.O_DIRECTORY
+HASH_BYTES = 1 << 20
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -94,13 +103,50 @@ def _within(path: Path, roots: Sequence[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
-def _open_no_links(path: str) -> int:
+def open_directory(path: str) -> int:
+    """A descriptor of the directory `path` for listing (`os.scandir(fd)`), opened without
+    following a symbolic link in any component and checked to be where it is named.
+
+    Raises Refused for a link on the way (a directory renamed and replaced by a link to
+    another one while it waited to be listed); OSError when it cannot be opened."""
+    try:
+        fd = _open_no_links(path, _DIRECTORY_FLAGS)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise Refused(
+                f"directory {path} goes through a symbolic link; refused", ErrorKind.link
+            ) from e
+        raise
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+        if real != path:
+            raise Refused(f"directory {path} resolves elsewhere ({real}); refused", ErrorKind.link)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def sha256_of(fd: int) -> tuple[str, int]:
+    """(hex sha256, bytes read) of the open file, read from its start with pread: the
+    descriptor's offset is left where it was, for whoever reads it next."""
+    digest = hashlib.sha256()
+    buffer = bytearray(HASH_BYTES)
+    view = memoryview(buffer)
+    offset = 0
+    while count := os.preadv(fd, [buffer], offset):
+        digest.update(view[:count])
+        offset += count
+    return digest.hexdigest(), offset
+
+
+def _open_no_links(path: str, flags: int = _FLAGS) -> int:
     """Open without following a symbolic link in any component (openat2 with
     RESOLVE_NO_SYMLINKS, Linux 5.6); where the kernel lacks openat2, at least not in the
     last one (O_NOFOLLOW), the real location being checked afterwards either way.
 
-    O_NONBLOCK: a FIFO put in the file's place must not hang the worker on open."""
-    how = _OpenHow(_FLAGS, 0, _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+    O_NONBLOCK: a FIFO put in the file's place must not hang the reader on open."""
+    how = _OpenHow(flags, 0, _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
     fd = _LIBC.syscall(
         ctypes.c_long(_SYS_OPENAT2),
         ctypes.c_int(_AT_FDCWD),
@@ -113,4 +159,4 @@ def _open_no_links(path: str) -> int:
     code = ctypes.get_errno()
     if code not in (errno.ENOSYS, errno.EPERM):  # EPERM: a seccomp filter refusing it
         raise OSError(code, os.strerror(code), path)
-    return os.open(path, _FLAGS)
+    return os.open(path, flags)
