@@ -159,13 +159,19 @@ def _assert_walled(seen: dict[str, str]) -> None:
 def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(
     shared_tmp: Path,
 ) -> None:
-    """What the workers do for themselves, seen from another process of the same user."""
+    """What the workers do for themselves, seen from another process of the same user.
+
+    The target starts as root and becomes nobody itself (which makes it non-dumpable, so it
+    is made dumpable again, as a worker that never changed user is): nobody need read this checkout or its venv, which may
+    lie in a directory of root's alone."""
     script = (
         "import os, sys, time\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from workers.isolation import make_non_dumpable\n"
+        "from workers import isolation\n"
+        "os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n"
+        "isolation._set_dumpable(True)  # as a process that never changed user\n"
         "if sys.argv[1] == 'hide':\n"
-        "    make_non_dumpable()\n"
+        "    isolation.make_non_dumpable()\n"
         "print(os.getpid(), flush=True)\n"
         "time.sleep(30)\n"
     )
@@ -175,7 +181,7 @@ def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(
     results = {}
     for mode in ("hide", "show"):
         target = subprocess.Popen(
-            [*drop, sys.executable, "-S", str(program), mode],
+            [sys.executable, "-S", str(program), mode],
             stdout=subprocess.PIPE, text=True, env={"SECRET": MARKER},
         )  # fmt: skip
         try:
