@@ -161,9 +161,9 @@ def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(
 ) -> None:
     """What the workers do for themselves, seen from another process of the same user.
 
-    The target starts as root and becomes nobody itself (which makes it non-dumpable, so it
-    is made dumpable again, as a worker that never changed user is): nobody need read this checkout or its venv, which may
-    lie in a directory of root's alone."""
+    The target starts as root and becomes nobody itself (which makes it non-dumpable, so
+    it is made dumpable again, as a worker that never changed user is): nobody need read
+    this checkout or its venv, which may lie in a directory of root's alone."""
     script = (
         "import os, sys, time\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
