@@ -29,7 +29,11 @@ COPY importer ./importer
 COPY workers ./workers
 RUN pip install . && rm -rf /src
 
-RUN groupadd --system --gid 10001 importer \
+# The image runs as `importer`; compose runs the worker as root (with SYS_ADMIN), so each
+# document child drops to IMPORTER_CHILD_USER, nobody, which must exist: `id` fails the
+# build otherwise (SECURITY.md, the document walls).
+RUN id -u nobody \
+    && groupadd --system --gid 10001 importer \
     && useradd --system --uid 10001 --gid importer --home-dir /var/lib/importer \
         --shell /usr/sbin/nologin importer \
     && mkdir -p /var/lib/importer \

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     ocr_dpi: int = Field(default=300, ge=72, le=600)
     text_layer: TextLayerMode = TextLayerMode.auto  # the default of submit/run --text-layer
     child_user: str = "nobody"  # whom PDF-reading children run as when workers run as root
+    # Workers serve without the document walls this host refuses (SECURITY.md): a failure
+    # that `importer doctor` and /metrics report; without it such a worker refuses to start.
+    weak_isolation: bool = False
     max_inline_mb: int = Field(default=64, gt=0)  # largest file submit --inline sends in a job
     # Bytes of inline jobs on gearmand (queued or running) at once: gearmand holds every
     # queued job's data in memory, and a worker several copies of the job it runs.

@@ -12,6 +12,7 @@ import re
 import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -30,6 +31,10 @@ from importer.mail import mail_url_warnings
 from importer.payload import Keyring, is_our_worker
 from workers import ocr
 from workers.tools import ToolError, ToolNotFound, run_tool
+
+if TYPE_CHECKING:
+    from workers.isolation import ChildUser
+    from workers.walls import Hiding, Missing
 
 OK, WARN, FAIL, EXPOSED = "ok", "warn", "fail", "exposed"
 # doctor's own exit status when a check fails or finds exposure: the tools, services and
@@ -171,7 +176,7 @@ def _socket_owners() -> dict[int, str]:
 def check_exposure(settings: Settings, gio: GearmanIO) -> list[Check]:
     checks = _listeners(settings) + _transport(settings) + _registrations(settings, gio)
     checks += _file_modes(settings) + _mail_transport(settings) + _dashboard()
-    checks.append(_isolation(settings))
+    checks += _isolation(settings)
     if not settings.roots:
         checks.append(
             Check(
@@ -214,34 +219,67 @@ def _dashboard() -> list[Check]:
     return checks
 
 
-def _isolation(settings: Settings) -> Check:
-    """Which walls stand around the process that parses a PDF, on this host."""
-    from workers import isolation
+def _isolation(settings: Settings) -> list[Check]:
+    """Which walls stand around the process that parses a PDF, on this host: each tried
+    as the fork server builds it; a wall reported here is one that was just built."""
+    from workers import isolation, walls
 
     try:
         user = isolation.child_user(settings.child_user)
     except ValueError as e:
-        return Check("isolation", FAIL, str(e), "set IMPORTER_CHILD_USER to an unprivileged user")
-    network = isolation.network_isolation_available()
-    walls, missing = isolation.available_walls(user, settings.roots)
-    found = [
+        fix = "set IMPORTER_CHILD_USER to an unprivileged user"
+        return [Check("isolation", FAIL, str(e), fix)]
+    found, missing = walls.available(user, [*settings.roots, settings.data_dir.resolve()])
+    stand = [
         "worker processes non-dumpable",
-        "children: isolated interpreter, private cwd, resource limits",
+        "children: isolated interpreter, private cwd, resource limits, allowlisted environment",
         f"children run as {user.name}" if user else "children run as the worker's user",
-        "no network" if network is None else f"network reachable ({network})",
-        *missing,
     ]
-    if walls.namespaces:
-        found.append("each its own processes, /tmp, /run and IPC; the import roots hidden")
-    if walls.own_user:
-        found.append("each its own process limit, no capabilities")
-    if user is not None and network is None and not missing:
-        return Check("isolation", OK, "; ".join(found))
+    if found.network:
+        stand.append("no network")
+    if found.namespaces:
+        stand.append("each its own processes, /tmp, /run and IPC")
+    if found.own_user:
+        stand.append("each its own process limit, no capabilities")
+    checks = [_walls_check(stand, missing, user, settings.weak_isolation)]
+    if found.namespaces:
+        checks.append(_hiding_check(found.hiding))
+    return checks
+
+
+def _walls_check(
+    stand: list[str], missing: list[Missing], user: ChildUser | None, weak: bool
+) -> Check:
+    from workers import walls
+
+    if missing:
+        gaps = "; ".join(m.warning() for m in missing)
+        if weak:
+            detail = f"{walls.WEAK_SETTING}=1: workers serve without walls: {gaps}"
+            return Check("isolation", FAIL, f"{detail} (standing: {'; '.join(stand)})", walls.FIX)
+        detail = f"workers refuse to start: {gaps} (standing: {'; '.join(stand)})"
+        return Check("isolation", FAIL, detail, walls.FIX)
+    if weak:
+        detail = f"{walls.WEAK_SETTING}=1 is set though every wall stands: {'; '.join(stand)}"
+        return Check("isolation", FAIL, detail, f"unset {walls.WEAK_SETTING}")
     if user is None:
         fix = "run workers as root, so children drop to IMPORTER_CHILD_USER"
-    else:
-        fix = "give the workers CAP_SYS_ADMIN (in a container) for namespaces"
-    return Check("isolation", WARN, "; ".join(found), fix)
+        return Check("isolation", WARN, "; ".join(stand), fix)
+    return Check("isolation", OK, "; ".join(stand))
+
+
+def _hiding_check(hiding: Hiding) -> Check:
+    """Which import roots and data dir each document is kept from, and which it is not."""
+    seen = [f"hidden: {', '.join(hiding.hidden)}"] if hiding.hidden else []
+    if hiding.kept:
+        seen.append(f"bound back read-only inside them: {', '.join(hiding.kept)}")
+    if hiding.covered:
+        seen.append(f"under the document's own /tmp or /run: {', '.join(hiding.covered)}")
+    if hiding.unhidden:
+        said = "; ".join(f"{path} is NOT hidden ({why})" for path, why in hiding.unhidden)
+        fix = "keep import roots and the data dir out of /, /usr, /etc and the like"
+        return Check("hidden roots", WARN, "; ".join([said, *seen]), fix)
+    return Check("hidden roots", OK, "; ".join(seen) or "no root or data dir to hide")
 
 
 def _listeners(settings: Settings) -> list[Check]:

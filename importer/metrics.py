@@ -93,6 +93,7 @@ class DatabaseState:
 class Snapshot:
     database: DatabaseState | None  # None: the database did not answer
     gearmands: list[GearmandState] = field(default_factory=list)
+    weak_isolation: bool = False  # IMPORTER_WEAK_ISOLATION, as this host is configured
 
 
 def read_database(db: Database) -> DatabaseState:
@@ -218,7 +219,13 @@ def families(snapshot: Snapshot) -> list[Metric]:
         waiting.add_metric([g.server], g.waiting)
         running.add_metric([g.server], g.running)
         workers.add_metric([g.server], g.workers)
-    return [*out, up, waiting, running, workers]
+    weak = GaugeMetricFamily(
+        "importer_weak_isolation",
+        "1 when IMPORTER_WEAK_ISOLATION lets workers read PDFs without the walls the host"
+        " refuses (a failure to fix, SECURITY.md); 0 otherwise.",
+        value=1 if snapshot.weak_isolation else 0,
+    )
+    return [*out, up, waiting, running, workers, weak]
 
 
 def _database_families(db: DatabaseState) -> list[Metric]:
@@ -330,7 +337,7 @@ class ImporterCollector(Collector):
         except OperationalError as e:
             log.warning("/metrics: database %s did not answer: %s", self.db.safe_url, e)
             database = None
-        return Snapshot(database, read_gearmands(self.settings))
+        return Snapshot(database, read_gearmands(self.settings), self.settings.weak_isolation)
 
 
 @dataclass

@@ -113,6 +113,26 @@ def test_the_dashboard_asks_for_its_token(services: dict[str, dict[str, Any]]) -
     assert env["IMPORTER_DATABASE_URL"] == _environment(services["worker"])["IMPORTER_DATABASE_URL"]
 
 
+def test_workers_get_what_their_walls_need_and_no_more(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Without these a worker refuses to start (workers/walls.py): root, so children drop
+    to IMPORTER_CHILD_USER; SYS_ADMIN, which also makes Docker's default seccomp profile
+    allow unshare and mount; no AppArmor profile that forbids mount. Nothing wider."""
+    worker = services["worker"]
+    assert str(worker.get("user")) in ("root", "0", "0:0")
+    assert worker.get("cap_add") == ["SYS_ADMIN"]
+    options = [str(o).replace(":", "=", 1) for o in worker.get("security_opt") or []]
+    assert options == ["apparmor=unconfined"], "seccomp stays Docker's default"
+    assert not worker.get("privileged") and worker.get("network_mode") != "host"
+    assert _environment(worker)["IMPORTER_WEAK_ISOLATION"] == "${IMPORTER_WEAK_ISOLATION:-0}"
+    for name, service in services.items():
+        if name != "worker":
+            assert not service.get("cap_add") and not service.get("security_opt"), name
+    gearmand = _environment(services["gearmand"])  # only what it needs, no secret
+    assert set(gearmand) == {"IMPORTER_DATA_DIR"}
+
+
 def test_workers_get_time_to_drain(services: dict[str, dict[str, Any]]) -> None:
     """On `docker compose stop` a worker finishes or hands back its document, then sends
     its outbox for up to DRAIN_SECONDS: compose must wait longer than that."""
@@ -182,6 +202,7 @@ def test_dockerfile() -> None:
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"
     assert re.search(r'^ENTRYPOINT \["importer"\]', text, re.MULTILINE)
+    assert re.search(r"^RUN id -u nobody", text, re.MULTILINE), "the child user must exist"
 
 
 def _compose_cli() -> list[str] | None:

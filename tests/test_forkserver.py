@@ -261,7 +261,7 @@ def test_child_killed_while_its_program_runs_takes_the_program_with_it(
 SERVER = """import os, sys, tempfile
 sys.path.insert(0, {root!r})
 from workers import forkserver
-from workers.isolation import Walls
+from workers.walls import Walls
 
 def target():
     os.write(1, tempfile.gettempdir().encode())

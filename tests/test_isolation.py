@@ -159,13 +159,19 @@ def _assert_walled(seen: dict[str, str]) -> None:
 def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(
     shared_tmp: Path,
 ) -> None:
-    """What the workers do for themselves, seen from another process of the same user."""
+    """What the workers do for themselves, seen from another process of the same user.
+
+    The target starts as root and becomes nobody itself (which makes it non-dumpable, so
+    it is made dumpable again, as a worker that never changed user is): nobody need read
+    this checkout or its venv, which may lie in a directory of root's alone."""
     script = (
         "import os, sys, time\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from workers.isolation import make_non_dumpable\n"
+        "from workers import isolation\n"
+        "os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)\n"
+        "isolation._set_dumpable(True)  # as a process that never changed user\n"
         "if sys.argv[1] == 'hide':\n"
-        "    make_non_dumpable()\n"
+        "    isolation.make_non_dumpable()\n"
         "print(os.getpid(), flush=True)\n"
         "time.sleep(30)\n"
     )
@@ -175,7 +181,7 @@ def test_a_non_dumpable_process_hides_its_environment_from_its_own_user(
     results = {}
     for mode in ("hide", "show"):
         target = subprocess.Popen(
-            [*drop, sys.executable, "-S", str(program), mode],
+            [sys.executable, "-S", str(program), mode],
             stdout=subprocess.PIPE, text=True, env={"SECRET": MARKER},
         )  # fmt: skip
         try:
@@ -212,18 +218,60 @@ def test_each_worker_slot_gets_its_own_user_when_the_prefix_names_some() -> None
     assert shared is not None and shared.name == "nobody" and shared.uid != 0
 
 
-def test_only_directories_a_document_can_do_without_are_hidden(tmp_path: Path) -> None:
-    """Import roots and the data dir are hidden from a document, unless one holds what it
-    needs to run (the system, the interpreter's environment) or its mounts cover it."""
-    from workers.isolation import hideable
+def test_a_root_is_hidden_even_when_what_a_document_needs_lies_in_it(tmp_path: Path) -> None:
+    """A root that holds the interpreter's environment is hidden all the same, with only
+    that environment bound back; a root that holds or lies in the system stays in sight,
+    and says why."""
+    from workers.walls import hiding
 
-    inbox = tmp_path.parent / "inbox"  # pytest's directories lie under /tmp
-    venv_parent = Path(sys.prefix).parent
-    roots = ["/", "/usr/share", "/var/lib", str(venv_parent), str(tmp_path), "/no/such/dir"]
-    assert hideable([*roots, "/var/lib"]) == ("/var/lib",)
-    assert hideable([str(inbox)]) == ()
-    covered = Path(tempfile.mkdtemp(dir="/run"))  # under a document's own empty /run
+    root = Path(tempfile.mkdtemp(prefix="importer-root-", dir="/var/lib"))
     try:
-        assert hideable([str(covered)]) == ()
+        venv = root / "app" / ".venv"
+        venv.mkdir(parents=True)
+        inner = venv / "scans"  # a root inside what is bound back is covered again
+        inner.mkdir()
+        plan = hiding([root, "/", "/usr/share", inner, tmp_path], needed=[str(venv), "/usr"])
+        assert plan.hidden == (str(root), str(inner))
+        assert plan.kept == (str(venv),)
+        assert plan.covered == (str(tmp_path),)  # under the document's own /tmp
+        assert dict(plan.unhidden) == {
+            "/": "it holds /usr, which every program needs",
+            "/usr/share": "it lies within /usr, which the programs need",
+        }
     finally:
-        covered.rmdir()
+        shutil.rmtree(root)
+
+
+def test_a_document_sees_nothing_of_a_root_that_holds_the_venv_but_the_venv() -> None:
+    """Seen from a real walled child: the root's other files are gone, the environment
+    bound back is there and read-only, a root inside it is covered again."""
+    from workers import isolation
+    from workers.walls import _tried
+
+    root = Path(tempfile.mkdtemp(prefix="importer-root-", dir="/var/lib"))
+    private = Path(tempfile.mkdtemp(prefix="importer-doc-", dir="/var/lib"))
+    try:
+        (root / "other-batch.pdf").write_text("another batch's document")
+        venv = root / "venv"
+        (venv / "scans").mkdir(parents=True)
+        (venv / "site.py").write_text("# code")
+        (venv / "scans" / "x.pdf").write_text("x")
+        (private / "tmp").mkdir()
+
+        def look() -> None:
+            isolation.enter_document_namespaces(
+                str(private / "tmp"), [str(root), str(venv / "scans")], [str(venv)]
+            )
+            assert sorted(os.listdir(root)) == ["venv"], os.listdir(root)
+            assert (venv / "site.py").read_text() == "# code"
+            assert os.listdir(venv / "scans") == []
+            try:
+                (venv / "planted.py").write_text("x")
+            except OSError:
+                os._exit(0)  # read-only: the test passes
+            os._exit(5)
+
+        assert _tried(look) is None
+    finally:
+        shutil.rmtree(root)
+        shutil.rmtree(private)

@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import importlib
 import logging
 import os
+import pkgutil
 import resource
 import selectors
 import signal
@@ -67,6 +70,8 @@ from workers.messages import (
 )
 from workers.reader import iter_pages
 from workers.tools import signal_name
+from workers.walls import WEAK_SETTING, Missing, refusal
+from workers.walls import available as available_walls
 from workers.wire import MalformedMessage
 
 log = logging.getLogger(__name__)
@@ -78,6 +83,7 @@ EXIT_OUT_OF_MEMORY = 70  # the child's exit status after a MemoryError
 EXIT_OUT_OF_CPU = 71  # after SIGXCPU
 MAX_OPEN_FILES = 256  # the child and each program it runs
 CHILD_FD = 3  # where the child finds the document's open descriptor (after stdin/out/err)
+EXIT_NO_WALLS = 3  # the fork server's exit status when a wall cannot stand (and no opt-out)
 
 
 # Isolation ---------------------------------------------------------------------------
@@ -143,18 +149,25 @@ DEFAULT_CHILD_USER = "nobody"
 _server: ForkServer | None = None
 _user: tuple[ChildUser | None] | None = None  # set by configure(), else the default
 _hidden: tuple[str, ...] = ()
+_weak = False
 
 
 def configure(
-    *, child_user: ChildUser | None, hidden: Sequence[str | os.PathLike[str]] = ()
+    *,
+    child_user: ChildUser | None,
+    hidden: Sequence[str | os.PathLike[str]] = (),
+    weak: bool = False,
 ) -> None:
-    """Whom this process's document children run as (None: as this process's user), and
+    """Whom this process's document children run as (None: as this process's user),
     which directories they must not see (the import roots and the data dir: every other
-    document and the database; the child reads its own file through a descriptor)."""
-    global _user, _hidden
+    document and the database; the child reads its own file through a descriptor), and
+    whether they may go without the walls this host refuses (IMPORTER_WEAK_ISOLATION;
+    otherwise the fork server refuses to serve)."""
+    global _user, _hidden, _weak
     stop_forkserver()
     _user = (child_user,)
     _hidden = tuple(os.fspath(path) for path in hidden)
+    _weak = weak
 
 
 def _child_user() -> ChildUser | None:
@@ -188,6 +201,7 @@ def _forkserver() -> ForkServer:
         argv = [sys.executable, "-I", "-m", __name__, "--forkserver"]  # -I: no cwd, no PYTHON*
         argv += ["--user", user.argument()] if user is not None else []
         argv += [f"--hide={path}" for path in _hidden]
+        argv += ["--weak"] if _weak else []
         # its cwd, where its children's own directories are made: it goes with the server
         home = tempfile.mkdtemp(prefix="importer-forkserver-")
         os.chmod(home, 0o711)
@@ -592,6 +606,23 @@ def _lower(kind: int, value: int, *, hard_extra: int = 0) -> None:
     resource.setrlimit(kind, (value, new_hard))
 
 
+def preload() -> None:
+    """Load now what a document child would load on first use: behind its walls the
+    interpreter's environment may be out of its sight (a virtual environment under the
+    temp dir, which its own /tmp covers) or unreadable to its user, and an import that
+    fails there is taken for a broken file. pypdf imports its filters and codecs on the
+    first stream it decodes (an encrypted PDF's cross-reference stream: "corrupt"
+    instead of "encrypted"); Pillow its format plugins on the first open (pdftoppm's
+    PGM: no page could be judged blank)."""
+    import pypdf
+    from PIL import Image, ImageFile  # noqa: F401
+
+    for module in pkgutil.walk_packages(pypdf.__path__, f"{pypdf.__name__}."):
+        with contextlib.suppress(ImportError):  # an optional backend that is not installed
+            importlib.import_module(module.name)
+    Image.preinit()  # BMP, GIF, JPEG, PNG and PPM (PGM among them)
+
+
 def forkserver_main(argv: list[str]) -> int:
     """`python -m workers.engine --forkserver FD`: serve document children on FD."""
     import gc
@@ -601,6 +632,7 @@ def forkserver_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers.engine --forkserver")
     parser.add_argument("--user", type=isolation.ChildUser.parse, help="NAME:UID:GID")
     parser.add_argument("--hide", action="append", default=[], help="a directory to hide")
+    parser.add_argument("--weak", action="store_true", help="serve without the walls refused")
     parser.add_argument("fd", type=int, help="the control socket")
     if argv[:1] != ["--forkserver"]:
         parser.print_usage(sys.stderr)
@@ -610,22 +642,25 @@ def forkserver_main(argv: list[str]) -> int:
     except SystemExit as e:
         return 2 if e.code else 0
     user = args.user
-    # What a child may need, loaded now: after it drops to its user, the venv may be unreadable.
-    import pypdf  # noqa: F401
-
+    preload()
     from workers import probe
 
     for warning in probe.start_up():  # every child inherits the answer: no probe per document
         print(f"WARNING engine fork server: {warning}", file=sys.stderr)
-
     try:
         isolation.enter_private_network()
+        outside = None
     except OSError as e:
-        print(
-            f"WARNING engine fork server: document children keep the network ({e})", file=sys.stderr
-        )
-    walls, warnings = isolation.available_walls(user, args.hide)
-    for warning in warnings:
+        outside = str(e)
+    walls, missing = available_walls(user, args.hide)
+    if outside is not None and walls.network:  # a trial got in where we did not
+        missing.insert(0, Missing("network namespace", outside, "children keep the network"))
+        walls = dataclasses.replace(walls, network=False)
+    if missing and not args.weak:
+        print(f"ERROR engine fork server: {refusal(missing)}", file=sys.stderr)
+        return EXIT_NO_WALLS
+    warnings = [f"{WEAK_SETTING}=1: {m.warning()}" for m in missing]
+    for warning in [*warnings, *walls.hiding.warnings()]:
         print(f"WARNING engine fork server: {warning}", file=sys.stderr)
     gc.freeze()  # what is imported now stays shared with every child, untouched by gc
     return forkserver.serve(args.fd, child_main, user, walls)

@@ -53,7 +53,8 @@ from workers.forkserver_messages import (
     decode_report,
     decode_request,
 )
-from workers.isolation import ChildUser, Walls, drop_to
+from workers.isolation import ChildUser, drop_to
+from workers.walls import Walls
 from workers.wire import MalformedMessage
 
 MAX_FDS = 16  # file descriptors passed with one request
@@ -218,7 +219,7 @@ def serve(
     """The fork server's loop: fork a child running `target` per request, reap, report.
 
     Each child gets a private temporary directory, removed when it has been reaped, and
-    the `walls` this host allows (`workers.isolation`). With `user`, each child becomes
+    the `walls` this host allows (`workers.walls`). With `user`, each child becomes
     that user right after the fork (the server itself keeps the privileges it needs to
     kill and reap them)."""
     walls = walls or Walls()
@@ -329,7 +330,7 @@ def _fork(
         _become_child(fds, parent_gone)
         tmp = os.path.join(private, "tmp")
         if walls.namespaces:  # from here on this is the document, its keeper stays outside
-            parent_gone = isolation.enter_document_namespaces(tmp, walls.hidden)
+            parent_gone = isolation.enter_document_namespaces(tmp, walls.hidden, walls.kept)
             tmp = isolation.PRIVATE_TMP[0]
         os.chdir(tmp)
         os.environ["TMPDIR"] = tempfile.tempdir = tmp

@@ -28,9 +28,7 @@ import pwd
 import resource
 import select
 import signal
-import sys
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -40,7 +38,9 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
+_MS_REMOUNT, _MS_NOATIME, _MS_NODIRATIME = 32, 1024, 2048
 _MS_BIND, _MS_REC, _MS_PRIVATE = 4096, 16384, 1 << 18
+_MS_RELATIME, _MS_STRICTATIME = 1 << 21, 1 << 24
 _MS_HIDE = _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
@@ -74,46 +74,6 @@ class ChildUser:
     def parse(cls, text: str) -> ChildUser:
         name, uid, gid = text.rsplit(":", 2)
         return cls(name, int(uid), int(gid))
-
-
-@dataclass(frozen=True)
-class Walls:
-    """What each document child gets, as far as this host allows.
-
-    `namespaces`: PID, mount and IPC namespaces of its own (`enter_document_namespaces`);
-    `own_user`: a user namespace of its own (`own_user_namespace`); `hidden`: directories
-    covered, inside its mount namespace, by an empty read-only directory (the import
-    roots, where every other document lies, and the data dir)."""
-
-    namespaces: bool = True
-    own_user: bool = True
-    hidden: tuple[str, ...] = ()
-
-
-ESSENTIAL = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/proc", "/dev")
-
-
-def hideable(paths: Iterable[str | os.PathLike[str]]) -> tuple[str, ...]:
-    """The directories among `paths` that a document may be kept from: not those its
-    own mounts cover already (under /tmp, /run, ...), nor any that holds what it needs
-    (the system, the interpreter, Tesseract's data, the fork server's directory)."""
-    needed = [*ESSENTIAL, sys.prefix, sys.base_prefix, os.environ.get("TESSDATA_PREFIX", "/usr")]
-    needed.append(tempfile.gettempdir())  # where the documents' own directories are made
-    needed = [os.path.realpath(path) for path in needed]
-    covered = [os.path.realpath(path) for path in (*PRIVATE_TMP, *EMPTY_DIRS)]
-    found: list[str] = []
-    for path in map(os.path.realpath, paths):
-        if not os.path.isdir(path) or path in found:
-            continue
-        if any(_within(path, c) for c in covered):
-            continue
-        if not any(_within(n, path) or _within(path, n) for n in needed):
-            found.append(path)
-    return tuple(found)
-
-
-def _within(path: str, directory: str) -> bool:
-    return os.path.commonpath([path, directory]) == directory
 
 
 def child_user(name: str, slot: int | None = None) -> ChildUser | None:
@@ -158,9 +118,15 @@ def enter_private_network() -> None:
     _unshare_user(CLONE_NEWNET)
 
 
-def enter_document_namespaces(private_tmp: str, hidden: Sequence[str] = ()) -> Callable[[], bool]:
+def enter_document_namespaces(
+    private_tmp: str, hidden: Sequence[str] = (), kept: Sequence[str] = ()
+) -> Callable[[], bool]:
     """Walls around one document, entered by its freshly forked child (as root, or with
     the capabilities of the fork server's user namespace), before it drops privileges.
+
+    `hidden` directories (outermost first) are covered by an empty read-only directory;
+    `kept` ones, which lie inside them and hold what the document still needs, are bound
+    back read-only at their own path (`workers.walls.hiding` plans both).
 
     This process stays outside as the document's keeper: it waits for the document and
     exits as it did (the same status, or the same signal), so whoever reaps it sees the
@@ -170,16 +136,21 @@ def enter_document_namespaces(private_tmp: str, hidden: Sequence[str] = ()) -> C
     """
     _unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC)
     _mount(None, "/", None, _MS_REC | _MS_PRIVATE)  # nothing we mount leaks out
-    first, *others = PRIVATE_TMP
-    _mount(private_tmp, first, None, _MS_BIND)
-    for path in others:  # the same directory again (the first mount hides where it was)
-        if os.path.isdir(path):
-            _mount(first, path, None, _MS_BIND)
-    for path in EMPTY_DIRS:
-        if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=1m")
-    for path in hidden:  # its own file stays open: it came as a descriptor
-        _mount("tmpfs", path, "tmpfs", _MS_HIDE, "size=4k,mode=555")
+    # held open, so each is bound from where it is even once a mount covers its path
+    sources = [os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for path in kept]
+    try:
+        first, *others = PRIVATE_TMP
+        _mount(private_tmp, first, None, _MS_BIND)
+        for path in others:  # the same directory again (the first mount hides where it was)
+            if os.path.isdir(path):
+                _mount(first, path, None, _MS_BIND)
+        for path in EMPTY_DIRS:
+            if os.path.isdir(path):
+                _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=1m")
+        _hide(hidden, dict(zip(kept, sources, strict=True)))
+    finally:
+        for fd in sources:
+            os.close(fd)
     lifeline, keeper_end = os.pipe()
     pid = os.fork()
     if pid:
@@ -193,6 +164,56 @@ def enter_document_namespaces(private_tmp: str, hidden: Sequence[str] = ()) -> C
     die_with_parent(keeper_gone)
     _mount("proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)  # our processes only
     return keeper_gone
+
+
+def _hide(hidden: Sequence[str], kept: dict[str, int]) -> None:
+    """An empty read-only directory over each of `hidden`; inside them, each of `kept`
+    (path -> an open descriptor of it) bound back read-only. A hidden directory that lies
+    inside a kept one is covered once that is back."""
+    inner = [h for h in hidden if any(_within(h, k) for k in kept)]
+    outer = [h for h in hidden if h not in inner]
+    for path in outer:  # writable until what lies in it is bound back
+        _mount("tmpfs", path, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=64k,mode=555")
+    for path, fd in kept.items():
+        _make_path(path, [h for h in outer if _within(path, h)][-1])
+        _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
+        flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV
+        _mount(None, path, None, flags | _kept_flags(os.statvfs(path).f_flag))
+    for path in outer:
+        _mount(None, path, None, _MS_REMOUNT | _MS_HIDE)
+    for path in inner:  # its own file stays open: it came as a descriptor
+        _mount("tmpfs", path, "tmpfs", _MS_HIDE, "size=4k,mode=555")
+
+
+def _make_path(path: str, top: str) -> None:
+    """The directories from `top` (a fresh tmpfs) down to `path`, each open to all for
+    traversal only (the umask would make them this user's alone)."""
+    parts = os.path.relpath(path, top).split(os.sep)
+    current = top
+    for part in parts:
+        current = os.path.join(current, part)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(current)
+        os.chmod(current, 0o555)
+
+
+def _kept_flags(st_flags: int) -> int:
+    """The flags a bind remount must keep (the kernel refuses to clear them in a user
+    namespace): noexec and the access-time mode of the mount it came from."""
+    flags = _MS_NOEXEC if st_flags & os.ST_NOEXEC else 0
+    if st_flags & os.ST_NOATIME:
+        flags |= _MS_NOATIME
+    elif st_flags & os.ST_RELATIME:
+        flags |= _MS_RELATIME
+    else:
+        flags |= _MS_STRICTATIME
+    if st_flags & os.ST_NODIRATIME:
+        flags |= _MS_NODIRATIME
+    return flags
+
+
+def _within(path: str, directory: str) -> bool:
+    return os.path.commonpath([path, directory]) == directory
 
 
 def die_with_parent(gone: Callable[[], bool]) -> None:
@@ -297,85 +318,3 @@ def _unshare(flags: int) -> None:
 @functools.cache
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
-
-
-def network_isolation_available() -> str | None:
-    """None if a process here can enter a network namespace of its own, else why not
-    (tried in a short-lived child, so this process keeps its network)."""
-    return _tried(enter_private_network)
-
-
-def document_walls_available(user: ChildUser | None) -> str | None:
-    """None if a document child here can get its own PID, mount and IPC namespaces (as
-    the fork server makes them, after its network namespace), else why not. Tried in a
-    short-lived child."""
-
-    def walls() -> None:
-        with contextlib.suppress(OSError):
-            enter_private_network()
-        enter_document_namespaces(tmp)
-        if user is not None:
-            drop_to(user)
-
-    with tempfile.TemporaryDirectory(prefix="importer-walls-") as tmp:
-        return _tried(walls)
-
-
-def own_user_available(user: ChildUser | None) -> str | None:
-    """None if a document child here, as `user`, can enter a user namespace of its own
-    (an unprivileged one: a host may forbid those), else why not."""
-
-    def own() -> None:
-        with contextlib.suppress(OSError):
-            enter_private_network()
-        if user is not None:
-            drop_to(user)
-        own_user_namespace(processes=8)
-
-    return _tried(own)
-
-
-def available_walls(
-    user: ChildUser | None, hidden: Iterable[str | os.PathLike[str]]
-) -> tuple[Walls, list[str]]:
-    """The walls this host allows for `user`'s documents, and a warning for each one it
-    does not."""
-    namespaces, own_user = document_walls_available(user), own_user_available(user)
-    warnings = []
-    if namespaces is not None:
-        warnings.append(
-            "document children share the host's processes, /tmp, /run and System V IPC, and"
-            f" can read other documents' files and descriptors of the same user ({namespaces})"
-        )
-    if own_user is not None:
-        warnings.append(
-            "document children of one user share one process limit and may make namespaces"
-            f" ({own_user})"
-        )
-    walls = Walls(
-        namespaces is None, own_user is None, hideable(hidden) if namespaces is None else ()
-    )
-    return walls, warnings
-
-
-def _tried(attempt: Callable[[], None]) -> str | None:
-    """Run `attempt` in a forked child: None if it returned, else the OSError's text."""
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(reader)
-        code = 1
-        try:
-            attempt()
-            code = 0
-        except OSError as e:
-            os.write(writer, str(e).encode()[:200])
-        finally:
-            os._exit(code)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        message = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    if message or status == 0:
-        return message.decode() or None
-    return f"the trial ended with status {os.waitstatus_to_exitcode(status)}"

@@ -14,13 +14,12 @@ more time; pages turned 90, 180 or 270 degrees cost the same as upright ones.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from importer.languages import parse_languages
-from workers.tools import run_tool
+from workers.tools import run_tool, tool_environment
 
 TESSERACT = "tesseract"
 PAGE_SEGMENTATION = 1  # automatic layout with orientation and script detection
@@ -41,10 +40,10 @@ def list_languages(*, timeout: float) -> frozenset[str]:
 
 
 def tesseract_environment() -> dict[str, str]:
-    """This process's environment with one OpenMP thread, the one place the limit is set:
+    """The tools' environment with one OpenMP thread, the one place the limit is set:
     Tesseract's threads collapse throughput when several workers share the cores (210 s
     against 44 s measured)."""
-    return {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    return tool_environment(OMP_THREAD_LIMIT="1")
 
 
 def read_page(image: Path, *, lang: str, dpi: int, deadline: float) -> OcrResult:

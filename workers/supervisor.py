@@ -34,7 +34,7 @@ from importer.mail import MailServerDown, check_server
 from importer.outbox import MAIL_RETRY, deliver_pending, hold_due
 from importer.requeue import requeue_stale
 from importer.smtp_bounded import Deadline
-from workers import engine, isolation
+from workers import engine, isolation, walls
 from workers.job import JobContext, StopNow
 from workers.loop import install_signal_handlers, owner_name, work
 from workers.owner import Owner
@@ -68,6 +68,7 @@ def _child_main(settings_data: dict[str, Any], opts: WorkerOptions, slot: int = 
     engine.configure(
         child_user=isolation.child_user(settings.child_user, slot),
         hidden=[*settings.roots, settings.data_dir.resolve()],
+        weak=settings.weak_isolation,
     )
     engine.start_forkserver()  # it imports the reader while we connect
     stop = threading.Event()
@@ -112,9 +113,11 @@ class Supervisor:
         self.deaths: dict[int, int] = {}  # slot -> its worker's deaths in a row
         self.owners: dict[int, str] = {}  # slot -> its worker as a lease names it
         self.stopping = threading.Event()
-        try:  # a user that does not exist is the operator's to fix, before any child starts
-            isolation.child_user(settings.child_user)
-        except ValueError as e:
+        try:  # a user that does not exist, or a wall that cannot stand, before any child starts
+            user = isolation.child_user(settings.child_user)
+            for warning in walls.require(user, weak=settings.weak_isolation):
+                log.warning("%s", warning)
+        except (ValueError, walls.WallsMissing) as e:
             raise ConfigError(str(e)) from e
 
     def _start(self, slot: int) -> None:

@@ -6,6 +6,7 @@ every failure into a `ToolError` subclass; callers never see a `CalledProcessErr
 `OSError` from a missing program, or a magic return value.
 
 What a program inherits is chosen here, once:
+- an allowlisted environment (`tool_environment`): no key, password or token;
 - no stdin, and no descriptor but stdout, stderr and the `pass_fds` named (the open
   document a poppler tool reads as `fd://N`);
 - the caller's resource limits (address space, CPU time, file size), as they are: nothing
@@ -74,6 +75,16 @@ class ToolOutOfMemory(ToolError):
     """The program ran out of memory but said so only on stderr (poppler exits 0)."""
 
 
+# What a program inherits of the caller's environment when the caller names none: enough
+# to find programs, data and the locale, and no secret (keys, database URL, tokens).
+TOOL_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TESSDATA_PREFIX", "OMP_THREAD_LIMIT")
+
+
+def tool_environment(**extra: str) -> dict[str, str]:
+    """The allowlisted environment of every external program, with `extra` set."""
+    return {**{key: os.environ[key] for key in TOOL_ENV if key in os.environ}, **extra}
+
+
 def signal_name(signum: int) -> str:
     try:
         return signal.Signals(signum).name
@@ -91,7 +102,7 @@ def run_tool(
     """Run one external program to completion, or raise a `ToolError` saying why not.
 
     `pass_fds` are the descriptors it may inherit (the PDF it reads); it gets no other.
-    `env` replaces the environment (None: this process's own)."""
+    `env` is its whole environment (None: `tool_environment()`, never this process's own)."""
     tool = os.path.basename(argv[0])
     if timeout <= 0:
         raise ToolTimeout(tool, "no time left to start it")
@@ -102,7 +113,7 @@ def run_tool(
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout,
-            env=env,
+            env=tool_environment() if env is None else dict(env),
             check=False,
             pass_fds=tuple(pass_fds),
         )

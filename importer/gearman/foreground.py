@@ -25,6 +25,7 @@ from importer.gearman.server import (
     gearmand_argv,
     gearmand_binary,
     prepare_data_dir,
+    program_environment,
 )
 from importer.gearman.stunnel import TlsGearmand
 
@@ -75,7 +76,7 @@ def run_foreground(settings: Settings, listen: str, port: int) -> int:
     )
     prepare_data_dir(data_dir)
     log.info("running gearmand (log: %s): %s", data_dir.resolve() / LOG_FILE, " ".join(argv))
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=program_environment())
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         if proc.poll() is None:

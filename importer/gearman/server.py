@@ -44,6 +44,17 @@ STDERR_FILE = "gearmand.stderr"
 INSTALL_FIX = "install it with: apt-get install gearman-job-server"
 
 
+# What gearmand and stunnel may see of our environment: enough to find libraries and speak
+# the locale, and none of the operator's secrets (IMPORTER_SECRET_KEYS, the database URL,
+# the dashboard token), which any process of the same user could read from /proc/PID/environ.
+PROGRAM_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR")
+
+
+def program_environment() -> dict[str, str]:
+    """The allowlisted environment of every server program this project starts."""
+    return {key: os.environ[key] for key in PROGRAM_ENV if key in os.environ}
+
+
 def gearmand_binary() -> str | None:
     """The gearmand executable, or None; Debian installs it in /usr/sbin, often not on PATH."""
     found = shutil.which("gearmand")
@@ -214,6 +225,7 @@ class GearmandProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._stderr,
             stderr=self._stderr,
+            env=program_environment(),
             start_new_session=True,
         )
         self.wait_ready(timeout=timeout)

@@ -31,6 +31,7 @@ from importer.gearman.server import (
     KEEPALIVE_IDLE,
     KEEPALIVE_INTERVAL,
     GearmandProcess,
+    program_environment,
     tail_lines,
     terminate,
 )
@@ -232,6 +233,7 @@ class TlsGearmand:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                env=program_environment(),
                 start_new_session=True,  # a Ctrl-C reaches us, and we stop both in order
             )
             self._log_pump = threading.Thread(
