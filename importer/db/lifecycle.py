@@ -108,8 +108,8 @@ def claim(
         done_pages = frozenset(
             s.scalars(select(Page.number).where(Page.document_id == doc.id)).all()
         )
-        if doc.status == DocStatus.running and doc.lease_owner == owner:
-            # our own claim, committed before a dropped connection hid the answer
+
+        def claimed() -> Claimed:
             return Claimed(
                 doc.id,
                 doc.batch_id,
@@ -121,6 +121,10 @@ def claim(
                 doc.size,
                 doc.sha256,
             )
+
+        if doc.status == DocStatus.running and doc.lease_owner == owner:
+            # our own claim, committed before a dropped connection hid the answer
+            return claimed()
         if (
             doc.status == DocStatus.running
             and doc.lease_expires_at
@@ -138,17 +142,7 @@ def claim(
         doc.error_kind = None
         doc.next_attempt_at = None
         doc.started_at = doc.started_at or now
-        return Claimed(
-            doc.id,
-            doc.batch_id,
-            doc.path,
-            lang,
-            doc.attempts,
-            done_pages,
-            text_layer,
-            doc.size,
-            doc.sha256,
-        )
+        return claimed()
 
 
 def _owned(doc_id: int, owner: str):  # type: ignore[no-untyped-def]
