@@ -103,26 +103,53 @@ def _gearmand_for(settings: Settings, stack: ExitStack) -> _PrivateGearmand | No
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
+# How soon a signal that came inside another library's code is tried again.
+SIGNAL_RETRY_SECONDS = 0.05
+
+
+def _in_our_code(frame: FrameType | None) -> bool:
+    """Whether the main thread was stopped in the importer's own code: an exception raised
+    there unwinds through `with` and `finally`. Raised inside logging, threading or another
+    library, between a lock's acquire and the `try` that releases it (an at-fork hook of
+    logging's, seen here), it leaves that lock held for ever, or is swallowed."""
+    module = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return module.partition(".")[0] in {"importer", "workers"}
+
+
 @contextmanager
 def _stopped_by_signals() -> Iterator[None]:
     """Turn SIGTERM and SIGHUP into SystemExit in the main thread, so the run's ExitStack
     stops its workers and its private gearmand: by default either signal ends Python at
     once, and gearmand, in a session of its own, would go on listening (and holding the
-    jobs) after us. A second signal during that cleanup is ignored: it must finish."""
+    jobs) after us. The exit is raised only where our own code runs: a signal that comes
+    inside a library is tried again every SIGNAL_RETRY_SECONDS (SIGALRM). A second signal
+    during the cleanup is ignored: it must finish."""
     leaving = False
+    pending: int | None = None
 
-    def leave(signum: int, _frame: FrameType | None) -> None:
-        nonlocal leaving
+    def leave(signum: int, frame: FrameType | None) -> None:
+        nonlocal leaving, pending
         if leaving:
             return
+        if not _in_our_code(frame):
+            pending = signum
+            signal.setitimer(signal.ITIMER_REAL, SIGNAL_RETRY_SECONDS)
+            return
         leaving = True
+        signal.setitimer(signal.ITIMER_REAL, 0)
         log.warning("%s: stopping workers and gearmand", signal.Signals(signum).name)
         raise SystemExit(128 + signum)
 
+    def again(_signum: int, frame: FrameType | None) -> None:
+        if pending is not None:
+            leave(pending, frame)
+
     previous = {sig: signal.signal(sig, leave) for sig in STOP_SIGNALS}
+    previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, again)
     try:
         yield
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -214,15 +241,18 @@ def run_all(
                 log_level=min(logging.getLogger().getEffectiveLevel(), logging.WARNING),
             ),
         )
-        sup.start()  # forked here, before any other thread exists
         thread = threading.Thread(target=sup.run, name="supervisor", daemon=True)
-        thread.start()
 
         def stop_workers() -> None:
             sup.stopping.set()
-            thread.join(120)
+            if thread.is_alive():
+                thread.join(120)  # the supervisor drains and stops its workers
+            else:
+                sup.stop()  # a signal came between their fork and the supervisor's start
 
-        stack.callback(stop_workers)
+        stack.callback(stop_workers)  # before the fork: a signal at any point stops them
+        sup.start()  # forked here, before any other thread exists
+        thread.start()
         gio = GearmanIO.from_settings(settings)
         stack.callback(gio.close)
         result = submit_with_progress(

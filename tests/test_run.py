@@ -123,3 +123,25 @@ def _children_alive(pids: list[int]) -> list[int]:
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
+
+
+def test_a_stop_signal_inside_a_library_waits_for_our_own_code() -> None:
+    """SystemExit raised inside logging's at-fork hook was swallowed there and left the
+    logging lock held: the run then hung for good. The signal is taken only where the
+    importer's own code runs; in a library it is tried again shortly (SIGALRM)."""
+    from types import SimpleNamespace
+
+    from importer.run import _stopped_by_signals
+
+    in_logging = SimpleNamespace(f_globals={"__name__": "logging"})
+    in_run = SimpleNamespace(f_globals={"__name__": "importer.run"})
+    with _stopped_by_signals():
+        stop, again = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)
+        assert callable(stop) and callable(again)
+        stop(signal.SIGTERM, in_logging)  # not raised there
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0, "no second try is due"
+        again(signal.SIGALRM, in_logging)  # still in the library: later again
+        with pytest.raises(SystemExit) as stopped:
+            again(signal.SIGALRM, in_run)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
