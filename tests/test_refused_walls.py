@@ -85,3 +85,35 @@ def test_metrics_report_the_opt_out(tmp_path: Path) -> None:
         finally:
             db.engine.dispose()
         assert f"importer_weak_isolation {value}" in body
+
+
+def test_a_trial_of_the_walls_dies_with_a_check_cut_short(tmp_path: Path) -> None:
+    """SIGTERM to `importer run` while it tries the walls ends the check: the trial child
+    it forked is killed and reaped, not left behind."""
+    import signal
+    import time
+
+    from workers import walls
+
+    pid_file = tmp_path / "trial.pid"
+
+    def slow_trial() -> None:
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(30)
+
+    class CutShort(Exception):
+        pass
+
+    def cut_short(_signum: int, _frame: object) -> None:
+        raise CutShort
+
+    previous = signal.signal(signal.SIGALRM, cut_short)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    try:
+        with pytest.raises(CutShort):
+            walls._tried(slow_trial)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    trial = int(pid_file.read_text())
+    assert not Path(f"/proc/{trial}").exists(), "the trial child outlived the check"

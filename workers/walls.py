@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterable
@@ -268,9 +269,15 @@ def _tried(attempt: Callable[[], None]) -> str | None:
         finally:
             os._exit(code)
     os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        message = pipe.read()
-    _, status = os.waitpid(pid, 0)
+    try:
+        with os.fdopen(reader, "rb") as pipe:
+            message = pipe.read()
+        _, status = os.waitpid(pid, 0)
+    except BaseException:  # a signal ending the caller (SIGTERM to `importer run`)
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)  # none of our trials outlives us
+        raise
     if message or status == 0:
         return message.decode() or None
     return f"the trial ended with status {os.waitstatus_to_exitcode(status)}"
