@@ -62,25 +62,11 @@ def open_confined(path: str, roots: Sequence[Path], size: int | None) -> int:
         raise Refused(
             f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused", ErrorKind.outside_roots
         )
-    try:
-        fd = _open_no_links(path)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise Refused(
-                f"path {path} goes through a symbolic link; refused", ErrorKind.link
-            ) from e
-        raise
+    fd = _open_where_named(path, _FLAGS, "path")  # really there: under the roots checked
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise Refused(f"path {path} is not a regular file; refused", ErrorKind.not_a_file)
-        real = os.readlink(f"/proc/self/fd/{fd}")  # where the open file really is
-        if real != path:
-            raise Refused(f"path {path} resolves elsewhere ({real}); refused", ErrorKind.link)
-        if roots and not _within(Path(real), roots):
-            raise Refused(
-                f"path {path} is outside IMPORTER_ALLOWED_ROOTS; refused", ErrorKind.outside_roots
-            )
         if info.st_nlink != 1:  # another name, maybe outside the roots, for the same file
             raise Refused(
                 f"path {path} has {info.st_nlink} hard links (one may lie outside the roots);"
@@ -109,21 +95,28 @@ def open_directory(path: str) -> int:
 
     Raises Refused for a link on the way (a directory renamed and replaced by a link to
     another one while it waited to be listed); OSError when it cannot be opened."""
+    return _open_where_named(path, _DIRECTORY_FLAGS, "directory")
+
+
+def _open_where_named(path: str, flags: int, what: str) -> int:
+    """A descriptor opened without links (`_open_no_links`) and really at `path`: the one
+    check the submitter's listing and every file open share."""
     try:
-        fd = _open_no_links(path, _DIRECTORY_FLAGS)
+        fd = _open_no_links(path, flags)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise Refused(
-                f"directory {path} goes through a symbolic link; refused", ErrorKind.link
+                f"{what} {path} goes through a symbolic link; refused", ErrorKind.link
             ) from e
         raise
     try:
-        real = os.readlink(f"/proc/self/fd/{fd}")
-        if real != path:
-            raise Refused(f"directory {path} resolves elsewhere ({real}); refused", ErrorKind.link)
+        real = os.readlink(f"/proc/self/fd/{fd}")  # where the open file really is
     except BaseException:
         os.close(fd)
         raise
+    if real != path:
+        os.close(fd)
+        raise Refused(f"{what} {path} resolves elsewhere ({real}); refused", ErrorKind.link)
     return fd
 
 

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from inotify_simple import INotify, flags
 
 from importer.states import PageSource
@@ -142,3 +143,34 @@ def test_only_the_regular_file_recorded_at_submit_is_opened(tmp_path: Path) -> N
         open_confined(str(recorded), [tmp_path], size)
     with pytest.raises(Refused, match="outside IMPORTER_ALLOWED_ROOTS"):
         open_confined(str(recorded), [tmp_path / "elsewhere"], size)
+
+
+def test_without_openat2_a_directory_swapped_for_a_link_is_still_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kernel before 5.6 has no openat2: the open then checks only the last component,
+    and where the open file really is must catch a link on the way."""
+    import ctypes
+    import errno
+
+    import pytest
+
+    from importer import opening
+
+    class NoOpenat2:  # the kernel's answer to an unknown system call
+        def syscall(self, *_args: object) -> int:
+            ctypes.set_errno(errno.ENOSYS)
+            return -1
+
+    monkeypatch.setattr(opening, "_LIBC", NoOpenat2())
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    shutil.copy(SAMPLES / "born_digital.pdf", outside / "a.pdf")
+    (root / "inbox").symlink_to(outside)  # a component on the way, not the last one
+    recorded = root / "inbox" / "a.pdf"
+    with pytest.raises(opening.Refused, match="resolves elsewhere"):
+        opening.open_confined(str(recorded), [root], None)
+    with pytest.raises(opening.Refused, match="resolves elsewhere"):
+        opening.open_directory(str(root / "inbox" / "sub"))
