@@ -329,8 +329,8 @@ def batch_finished(db: Database, batch: str) -> bool:
 
 def mails(env: dict[str, str]) -> list[Any]:
     folder = Path(env["IMPORTER_DATA_DIR"]) / "mail"
-    if not folder.exists():
-        return []
+    if not all((folder / part).is_dir() for part in ("tmp", "new", "cur")):
+        return []  # not yet, or being made: a Maildir's folders appear one after another
     return list(mailbox.Maildir(folder, create=False))
 
 
