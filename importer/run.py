@@ -112,6 +112,8 @@ def _in_our_code(frame: FrameType | None) -> bool:
     there unwinds through `with` and `finally`. Raised inside logging, threading or another
     library, between a lock's acquire and the `try` that releases it (an at-fork hook of
     logging's, seen here), it leaves that lock held for ever, or is swallowed."""
+    while frame is not None and frame.f_globals.get("__name__") == "signal":
+        frame = frame.f_back  # its thin wrappers, such as the unblocking that let it in
     module = frame.f_globals.get("__name__", "") if frame is not None else ""
     return module.partition(".")[0] in {"importer", "workers"}
 

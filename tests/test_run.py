@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import mailbox
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,3 +147,37 @@ def test_a_stop_signal_inside_a_library_waits_for_our_own_code() -> None:
             again(signal.SIGALRM, in_run)
     assert stopped.value.code == 128 + signal.SIGTERM
     assert signal.getitimer(signal.ITIMER_REAL)[0] == 0
+
+
+def test_a_stop_signal_while_a_worker_starts_leaves_no_worker_unstopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's handler raised SystemExit between a worker's fork and its record in the
+    supervisor: nobody stopped that worker, and multiprocessing's exit hook waited on it for
+    ever (the SIGTERM test hung so, sent just as the workers started). The signals are held
+    from the fork to the record."""
+    from multiprocessing.process import BaseProcess
+
+    from importer.config import Settings
+    from importer.run import _stopped_by_signals
+    from workers.supervisor import Supervisor, WorkerOptions
+
+    # the signal lands just after the fork, in code the handler counts as the importer's own
+    ours: dict[str, Any] = {"__name__": "workers.supervisor", "os": os, "signal": signal}
+    ours["start"] = BaseProcess.start
+    exec("def start_then_stop(proc):\n    start(proc)\n    os.kill(os.getpid(), signal.SIGTERM)",
+         ours)  # fmt: skip
+    monkeypatch.setattr(BaseProcess, "start", ours["start_then_stop"])
+    sup = Supervisor(
+        Settings(data_dir=tmp_path / "data", weak_isolation=True), WorkerOptions(concurrency=1)
+    )
+    try:
+        with pytest.raises(SystemExit), _stopped_by_signals():
+            sup._start(0)
+        assert 0 in sup.children, "a worker was forked that the supervisor does not know"
+    finally:
+        monkeypatch.undo()
+        sup.stop(timeout=10)
+        for child in multiprocessing.active_children():
+            child.kill()
+            child.join()
