@@ -32,6 +32,7 @@ from importer.errors import ImporterError, PayloadRejected
 from importer.opening import Refused, open_confined, sha256_of
 from importer.reasons import ErrorKind
 from importer.states import DocStatus, JobOutcome
+from workers import foreign
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
 from workers.inline import InlineSpool
@@ -131,6 +132,11 @@ def handle(
         return Outcome(JobOutcome.rejected, e.message)
 
     claimed = _claim(ctx, job, should_stop)
+    if claimed is lifecycle.ClaimRefusal.unknown and received.content is None:
+        not_admitted = foreign.admit(ctx, job)  # a path job from another client
+        if not_admitted is not None:
+            return Outcome(not_admitted.outcome, not_admitted.reason)
+        claimed = _claim(ctx, job, should_stop)
     if isinstance(claimed, lifecycle.ClaimRefusal):
         if claimed in lifecycle.FORGERY:
             lifecycle.record_rejection(
