@@ -17,11 +17,14 @@ import pytest
 from inotify_simple import INotify, flags
 
 from importer import payload
+from importer.dashboard.app import build_app
+from importer.dashboard.readonly import make_read_only
 from importer.db import open_database
 from importer.db.models import RejectedJob
 from importer.gearman.client import GearmanIO, JobSpec
 from importer.requeue import HELD
 from tests.conftest import SAMPLES, importer, settings_from
+from tests.test_dashboard import TOKEN, _asgi
 
 TTL = 3600
 EMAIL = "ops@example.com"
@@ -110,6 +113,16 @@ def test_a_named_batch_is_made_on_first_sight_and_mails_once_complete(
     assert len(mails(env)) == 2
     assert "already holds its 3 documents" in rejections(env)["php-x"]
     assert status(env)["rejected_jobs"] == 1
+
+    # the dashboard lists it, and its documents, as any batch
+    settings = settings_from(env)
+    db = make_read_only(open_database(settings.resolved_database_url))
+    app = build_app(settings, db, token=TOKEN)
+    code, _, index = _asgi(app, "/")
+    assert code == 200 and "scans-1" in index
+    code, _, page = _asgi(app, "/batches/scans-1")
+    assert code == 200 and all(name in page for name in ("a.pdf", "b.pdf", "c.pdf"))
+    db.engine.dispose()
 
 
 def test_jobs_that_do_not_fit_their_batch_are_refused(
