@@ -140,6 +140,7 @@ def test_jobs_that_do_not_fit_their_batch_are_refused(
             ("php-3", signed(env, "php-3", root / "c.pdf", batch=("scans-2", 5))),
             ("php-4", signed(env, "php-4", root / "c.pdf", batch=("../etc", 1))),
             ("php-5", signed(env, "php-5", root / "c.pdf", batch=("scans-3", 0))),
+            ("php?6", signed(env, "php?6", root / "c.pdf")),
         ],
     )
     work(env)
@@ -148,7 +149,8 @@ def test_jobs_that_do_not_fit_their_batch_are_refused(
     assert "not batch_size 5" in reasons["php-3"]
     assert "is not 1-32 letters" in reasons["php-4"]
     assert "batch_size 0 is not between" in reasons["php-5"]
-    assert status(env)["rejected_jobs"] == 4
+    assert "job id 'php?6' is not 1-64 letters" in reasons["php?6"]
+    assert status(env)["rejected_jobs"] == 5
     assert [b["id"] for b in status(env)["batches"]] == ["scans-2"]
 
 
