@@ -5,7 +5,9 @@ database recorded; only then is the file opened, once, checked where it really i
 through that descriptor and compared with the sha256 recorded at submit, and read by the
 engine's child through that same open descriptor. So the text stored under a document's
 sha256 is the text of those bytes: a file rewritten in place (even to the same size)
-between submit and worker fails as `changed` before any tool parses it.
+between submit and worker fails as `changed` before any tool parses it. A path job whose
+id no document holds comes from another client: `workers.foreign` records it first, opening
+its file as submit does, and it is then claimed like the others.
 """
 
 from __future__ import annotations
