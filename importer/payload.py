@@ -24,7 +24,13 @@ disk), a newline and the file's bytes after it::
 
     {"email":"ops@example.com","file":"/data/in/a.pdf"}\\n%PDF-1.7...
 
-A PHP client does the same with ``hash_hmac('sha256', ...)``, ``hash_hkdf('sha256', $secret,
+A job from another client (its job id one the database does not know, `workers.foreign`)
+may add, together, the batch it belongs to and how many documents that batch holds::
+
+    {"batch":"scans-1207","batch_size":3,"email":"ops@example.com","file":"/data/in/a.pdf"}
+
+A PHP client (`examples/php/submit.php`; the wire format in the README, "Submitting from
+other languages") does the same with ``hash_hmac('sha256', ...)``, ``hash_hkdf('sha256', $secret,
 32, ENCRYPTION_INFO)`` and ``openssl_encrypt(..., 'aes-256-gcm', ..., OPENSSL_RAW_DATA,
 $nonce, $tag, $header)``. Version 1 payloads (file and e-mail in clear) are refused.
 
@@ -60,6 +66,7 @@ TAG_BYTES = 16
 _BLOCK = 16  # update_into wants room for one AES block more than it is given
 _HEADER_FIELDS = {"v", "job_id", "kid", "iat"}
 _PRIVATE_FIELDS = {"file", "email"}
+_BATCH_FIELDS = {"batch", "batch_size"}  # optional, together: a job from another client
 
 Keyring = Sequence[tuple[str, bytes]]
 
@@ -75,6 +82,8 @@ class Payload:
     iat: int = 0
     v: int = VERSION
     length: int | None = None  # inline jobs only: how many bytes the job carries
+    batch: str | None = None  # a job from another client: the batch it names...
+    batch_size: int | None = None  # ...and how many documents that batch holds
 
     @property
     def inline(self) -> bool:
@@ -121,9 +130,13 @@ def encode(
     keyring: Keyring,
     now: float | None = None,
     content: bytes | None = None,
+    batch: tuple[str, int] | None = None,
+    nonce: bytes | None = None,
 ) -> bytes:
     """Sign and seal with the newest key (the first of the ring); with `content`, an
-    inline job. Holds one ciphertext of `content` besides the job it returns."""
+    inline job; with `batch` (name, size), the batch fields another client sends. Holds
+    one ciphertext of `content` besides the job it returns. `nonce` is for the README's
+    worked example; left out, every job gets a fresh random one, as it must."""
     if not keyring:
         raise ValueError("no signing key")
     kid, secret = keyring[0]
@@ -133,10 +146,13 @@ def encode(
     }  # fmt: skip
     clear["sig"] = _mac(secret, _canonical(clear))
     header = _canonical(clear)
-    nonce = secrets.token_bytes(NONCE_BYTES)
+    nonce = secrets.token_bytes(NONCE_BYTES) if nonce is None else nonce
     sealer = Cipher(algorithms.AES(_encryption_key(secret)), modes.GCM(nonce)).encryptor()
     sealer.authenticate_additional_data(header)
-    private = _canonical({"email": email, "file": file})
+    fields: dict[str, object] = {"email": email, "file": file}
+    if batch is not None:
+        fields.update(batch=batch[0], batch_size=batch[1])
+    private = _canonical(fields)
     parts = [header, b"\n", nonce, sealer.update(private)]
     if content is not None:
         parts += [sealer.update(b"\n"), sealer.update(content)]
@@ -176,6 +192,8 @@ def decode_job(
         kid=clear["kid"],
         iat=clear["iat"],
         length=None if content is None else len(content),
+        batch=private.get("batch"),
+        batch_size=private.get("batch_size"),
     )
     return Job(payload, content)
 
@@ -241,17 +259,25 @@ def _open(sealed: memoryview, secret: bytes, header: bytes, kid: str) -> bytearr
     return plain
 
 
-def _private_fields(data: bytearray) -> dict[str, str]:
+def _private_fields(data: bytearray) -> dict[str, Any]:
     if len(data) > MAX_PAYLOAD_BYTES:
         raise PayloadRejected(f"payload's sealed fields are over {MAX_PAYLOAD_BYTES} bytes")
     try:
         body = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise PayloadRejected("payload's sealed fields are not JSON") from e
-    if not isinstance(body, dict) or body.keys() != _PRIVATE_FIELDS:
-        raise PayloadRejected("payload's sealed fields are not exactly file and email")
-    if not all(isinstance(value, str) for value in body.values()):
+    if not isinstance(body, dict) or body.keys() not in (
+        _PRIVATE_FIELDS,
+        _PRIVATE_FIELDS | _BATCH_FIELDS,
+    ):
+        raise PayloadRejected(
+            "payload's sealed fields are not exactly file and email (and, together, batch"
+            " and batch_size)"
+        )
+    if not all(isinstance(value, str) for key, value in body.items() if key != "batch_size"):
         raise PayloadRejected("payload's sealed fields have the wrong types")
+    if "batch_size" in body and type(body["batch_size"]) is not int:
+        raise PayloadRejected("payload's sealed batch_size is not an integer")
     return body
 
 

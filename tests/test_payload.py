@@ -178,3 +178,41 @@ def test_a_job_made_the_way_a_php_client_would_opens() -> None:
     job = decode(data)
     assert (job.payload.job_id, job.payload.file, job.payload.email) == JOB
     assert job.content == b"%PDF-1.7"
+
+
+def test_the_batch_fields_of_another_clients_job_round_trip() -> None:
+    data = payload.encode(*JOB, keyring=RING, now=NOW, batch=("scans-1207", 3))
+    job = decode(data).payload
+    assert (job.batch, job.batch_size, job.file) == ("scans-1207", 3, JOB[1])
+    assert decode(signed()).payload.batch is None
+
+
+def resealed(private: dict[str, object]) -> bytes:
+    """A real header over sealed fields of our choosing, sealed with the real key."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    header = signed().partition(b"\n")[0]
+    nonce = b"\x01" * payload.NONCE_BYTES
+    plain = json.dumps(private).encode()
+    key = payload._encryption_key(RING[0][1])
+    return header + b"\n" + nonce + AESGCM(key).encrypt(nonce, plain, header)
+
+
+@pytest.mark.parametrize(
+    ("private", "reason"),
+    [
+        ({"file": "/a.pdf", "email": "a@b.c", "batch": "x"}, "not exactly file and email"),
+        ({"file": "/a.pdf", "email": "a@b.c", "batch_size": 2}, "not exactly file and email"),
+        ({"file": "/a.pdf", "email": "a@b.c", "lang": "deu"}, "not exactly file and email"),
+        ({"file": "/a.pdf", "email": "a@b.c", "batch": 7, "batch_size": 2}, "wrong types"),
+        ({"file": "/a.pdf", "email": "a@b.c", "batch": "x", "batch_size": "2"}, "not an integer"),
+        ({"file": "/a.pdf", "email": "a@b.c", "batch": "x", "batch_size": True}, "not an integer"),
+        ({"file": "/a.pdf", "email": "a@b.c", "batch": "x", "batch_size": 2.0}, "not an integer"),
+    ],
+)
+def test_sealed_batch_fields_must_come_together_and_typed(
+    private: dict[str, object], reason: str
+) -> None:
+    assert reason in refused(resealed(private))
+    ok = {"file": "/a.pdf", "email": "a@b.c", "batch": "x", "batch_size": 2}
+    assert decode(resealed(ok)).payload.batch_size == 2

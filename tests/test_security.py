@@ -92,12 +92,13 @@ def test_forged_jobs_open_nothing_and_are_counted(
             "unknownkid-1",
             payload.encode("unknownkid-1", secret, "ops@example.com", keyring=[("k9", b"x" * 32)]),
         ),
-        # signed with the real key, but no such document: an insider cannot invent jobs
-        ("j-invented", payload.encode("j-invented", secret, "ops@example.com", keyring=ring)),
         # a real job id with another path: the database's path wins, so it is refused
         (doc["job_id"], payload.encode(doc["job_id"], secret, "ops@example.com", keyring=ring)),
     ]
-    rogue_submit(env, forged)
+    # signed with the real key, no such document, a path outside the roots: recorded failed
+    # as another client's job (workers.foreign), its file never opened
+    invented = ("j-invented", payload.encode("j-invented", secret, "ops@example.com", keyring=ring))
+    rogue_submit(env, [*forged, invented])
     importer("worker", "--burst", env=env, check=True)
     # the replay of the captured payload goes in after the forged one with the same unique
     rogue_submit(env, [(doc["job_id"], captured)])
@@ -107,6 +108,9 @@ def test_forged_jobs_open_nothing_and_are_counted(
     assert status(env)["rejected_jobs"] == len(forged)
     assert status(env)["replayed_jobs"] == 1  # the captured payload: valid, its document done
     assert status(env, first["batch_id"])["documents"][0]["status"] == "done"
+    (other,) = [b["id"] for b in status(env)["batches"] if b["id"] != first["batch_id"]]
+    (refused,) = status(env, other)["documents"]
+    assert (refused["job_id"], refused["error_kind"]) == ("j-invented", "outside-roots")
 
     # a legitimate job after all of that still completes
     second = submit_json(str(layout["root"] / "legit.pdf"), env, "--force")

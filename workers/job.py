@@ -5,7 +5,9 @@ database recorded; only then is the file opened, once, checked where it really i
 through that descriptor and compared with the sha256 recorded at submit, and read by the
 engine's child through that same open descriptor. So the text stored under a document's
 sha256 is the text of those bytes: a file rewritten in place (even to the same size)
-between submit and worker fails as `changed` before any tool parses it.
+between submit and worker fails as `changed` before any tool parses it. A path job whose
+id no document holds comes from another client: `workers.foreign` records it first, opening
+its file as submit does, and it is then claimed like the others.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from importer.errors import ImporterError, PayloadRejected
 from importer.opening import Refused, open_confined, sha256_of
 from importer.reasons import ErrorKind
 from importer.states import DocStatus, JobOutcome
+from workers import foreign
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
 from workers.inline import InlineSpool
@@ -131,6 +134,11 @@ def handle(
         return Outcome(JobOutcome.rejected, e.message)
 
     claimed = _claim(ctx, job, should_stop)
+    if claimed is lifecycle.ClaimRefusal.unknown and received.content is None:
+        not_admitted = foreign.admit(ctx, job)  # a path job from another client
+        if not_admitted is not None:
+            return Outcome(not_admitted.outcome, not_admitted.reason)
+        claimed = _claim(ctx, job, should_stop)
     if isinstance(claimed, lifecycle.ClaimRefusal):
         if claimed in lifecycle.FORGERY:
             lifecycle.record_rejection(

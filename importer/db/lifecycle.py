@@ -301,6 +301,12 @@ _LEFT = (
     .select_from(Document)
     .where(Document.batch_id == bindparam("batch_id"), Document.status.in_(UNFINISHED))
 )
+# A batch is complete once it holds `total` documents: at once for a submitted one (its
+# total is set when all are recorded), later for one another client fills job by job
+# (`importer.db.foreign`). Asked only when nothing is left unfinished, once a batch.
+_RECORDED = (
+    select(func.count()).select_from(Document).where(Document.batch_id == bindparam("batch_id"))
+)
 _CLOSE_BATCH = (
     update(Batch)
     .where(Batch.id == bindparam("batch_id"))
@@ -369,7 +375,11 @@ def finish(
                 mail = _add_outbox_row(s, OutboxKey.document(job_id), batch.id, batch.email)
             # as _close_batch_if_done: a batch still being submitted (no total yet) stays open
             closing = batch.finished_at is None and batch.total != 0
-            if closing and s.scalar(_LEFT, {"batch_id": batch.id}) == 0:
+            if (
+                closing
+                and s.scalar(_LEFT, {"batch_id": batch.id}) == 0
+                and s.scalar(_RECORDED, {"batch_id": batch.id}) >= batch.total
+            ):
                 s.execute(_CLOSE_BATCH, {"batch_id": batch.id, "now": now}, **_NO_SYNC_KW)
                 if batch.notify == NotifyMode.batch:
                     key = OutboxKey.batch(batch.id, now)
@@ -412,7 +422,8 @@ def _close_batch_if_done(s, batch: Batch, now: datetime) -> bool:  # type: ignor
         .select_from(Document)
         .where(Document.batch_id == batch.id, Document.status.in_(UNFINISHED))
     )
-    if left == 0 and batch.finished_at is None:
+    complete = left == 0 and s.scalar(_RECORDED, {"batch_id": batch.id}) >= batch.total
+    if complete and batch.finished_at is None:
         batch.finished_at = now
         if batch.notify == NotifyMode.batch:
             return _add_outbox_row(s, OutboxKey.batch(batch.id, now), batch.id, batch.email)
