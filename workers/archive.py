@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 LAYER_NAME = "/ImporterOCR"  # the form XObject's name in a page's resources
 
+MAX_DEPTH = 64  # page tree levels searched for an inherited attribute
 Matrix = tuple[float, float, float, float, float, float]
 
 
@@ -92,7 +93,7 @@ def write(source: BinaryIO, layers: Mapping[int, Path], out: BinaryIO) -> int:
         for number, layer in sorted(layers.items()):
             _overlay(writer, writer.pages[number - 1], layer)
         writer.write(out)
-    except Exception as e:  # noqa: BLE001 - pypdf raises many types on damaged files
+    except Exception as e:  # pypdf raises many types on damaged files
         raise ArchiveFailed(f"{type(e).__name__}: {e}") from e
     return len(writer.pages)
 
@@ -113,10 +114,8 @@ def _overlay(writer: PdfWriter, page: PageObject, layer: Path) -> None:
     form_ref = writer._add_object(form)
 
     matrix = placement(page.mediabox, page.rotation, text_page.mediabox)
-    own = _inherited(page, "/Resources")
-    merged = DictionaryObject() if own is None else DictionaryObject(own.get_object())
-    xobjects = merged.get("/XObject")
-    names = DictionaryObject() if xobjects is None else DictionaryObject(xobjects.get_object())
+    merged = _dictionary(_inherited(page, "/Resources"))
+    names = _dictionary(merged.get("/XObject"))
     name = _free_name(names)
     names[NameObject(name)] = form_ref
     merged[NameObject("/XObject")] = names
@@ -150,14 +149,27 @@ def _stream(data: bytes) -> DecodedStreamObject:
     return stream
 
 
+def _dictionary(obj: PdfObject | None) -> DictionaryObject:
+    """A shallow copy of a dictionary (the page's own, not one it may share), or a new
+    one; ArchiveFailed when the object is something else."""
+    if obj is None:
+        return DictionaryObject()
+    target = obj.get_object()
+    if not isinstance(target, DictionaryObject):
+        raise ArchiveFailed(f"a page's resources are a {type(target).__name__}, not a dictionary")
+    return DictionaryObject(target)
+
+
 def _inherited(page: PageObject, key: str) -> PdfObject | None:
     """A page attribute, from the page or the nearest page tree node that holds it."""
     node: PdfObject | None = page
-    while node is not None:
-        node = node.get_object()
-        if key in node:  # type: ignore[operator]
-            return node[key]  # type: ignore[index]
-        node = node.get("/Parent")  # type: ignore[attr-defined]
+    for _ in range(MAX_DEPTH):  # a page tree that loops ends here
+        target = None if node is None else node.get_object()
+        if not isinstance(target, DictionaryObject):
+            return None
+        if key in target:
+            return target[key]
+        node = target.get("/Parent")
     return None
 
 
