@@ -20,8 +20,15 @@ from sqlalchemy import select
 from importer.db.engine import Database
 from importer.db.models import Document
 from importer.errors import BadInput
+from importer.states import DocStatus
 
 SUFFIX = ".pdf"
+
+
+def written(archive: str | None, status: DocStatus) -> str | None:
+    """A document's archive as reports show it: its path once the document is done (the
+    name is recorded at submit, the file written only then)."""
+    return archive if status == DocStatus.done else None
 
 
 def check_archive_dir(raw: str | os.PathLike[str]) -> str:
