@@ -36,6 +36,8 @@ def check_archive_dir(raw: str | os.PathLike[str]) -> str:
     user cannot write a file in it."""
     directory = os.path.abspath(os.fspath(raw))
     fix = "choose another --archive DIR (or IMPORTER_ARCHIVE_DIR), or make it writable"
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise BadInput(f"--archive {directory} is not a directory: {fix}")
     try:
         os.makedirs(directory, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".importer-check-"):
