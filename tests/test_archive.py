@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pypdf import PdfReader
+from pypdf import PageObject, PdfReader
+from pypdf.generic import DictionaryObject, StreamObject
 from sqlalchemy import select, update
 
 from importer.db.engine import open_database
@@ -130,20 +131,32 @@ def test_a_mixed_document_keeps_its_text_pages_and_gains_text_on_its_scans(
     assert len(copy.pages) == len(original.pages) == 3
     for number, (before, after) in enumerate(zip(original.pages, copy.pages, strict=True), 1):
         assert (after.mediabox, after.cropbox) == (before.mediabox, before.cropbox)
-        if number == 2:
+        if number == 2:  # the scan
             assert not pdftotext(inbox / "letters" / "minutes.pdf", 2).strip()
             assert archive_pdfs.WORD in pdftotext(Path(record["archive"]), 2)
         else:
-            assert after.get_contents().get_data() == before.get_contents().get_data()
-            assert after["/Contents"].get_object().get_data() == (
-                before["/Contents"].get_object().get_data()
-            )
-            assert set(after["/Resources"]["/Font"]) == set(before["/Resources"]["/Font"])
+            assert raw_contents(after) == raw_contents(before)  # the bytes, not decoded
+            assert fonts(after) == fonts(before)
     maildir = Path(env["IMPORTER_DATA_DIR"]) / "mail" / "new"
     (sent,) = maildir.iterdir()
     assert f"Archive:   {archive}" in plain_text(email.message_from_bytes(sent.read_bytes()))
     csv_out = importer("export", batch, "--format", "csv", env=env, check=True).stdout
     assert str(archive / "letters" / "minutes.pdf") in csv_out
+
+
+def raw_contents(page: PageObject) -> bytes:
+    """A page's content stream as stored: its encoded bytes, filters and all."""
+    stream = page["/Contents"].get_object()
+    assert isinstance(stream, StreamObject), type(stream)
+    return bytes(stream._data)
+
+
+def fonts(page: PageObject) -> set[str]:
+    resources = page["/Resources"].get_object()
+    assert isinstance(resources, DictionaryObject)
+    listed = resources["/Font"].get_object()
+    assert isinstance(listed, DictionaryObject)
+    return set(listed)
 
 
 def test_a_failing_document_leaves_nothing_and_a_replay_one_file(
@@ -302,7 +315,9 @@ def test_placement_maps_the_image_corners_onto_the_shown_page(turn: int) -> None
         270: (100, 1000),
     }
     assert (round(e, 6), round(f, 6)) == corners[turn]
-    far = (a * float(layer.width) + c * float(layer.height) + e,)
-    far += (b * float(layer.width) + d * float(layer.height) + f,)
+    far = (
+        a * float(layer.width) + c * float(layer.height) + e,
+        b * float(layer.width) + d * float(layer.height) + f,
+    )
     opposite = {0: (700, 1000), 90: (100, 1000), 180: (100, 200), 270: (700, 200)}
     assert (round(far[0], 6), round(far[1], 6)) == opposite[turn]
