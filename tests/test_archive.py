@@ -18,8 +18,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from pypdf import PageObject, PdfReader
-from pypdf.generic import DictionaryObject, StreamObject
+from pypdf import PageObject, PdfReader, PdfWriter
+from pypdf.generic import (
+    ContentStream,
+    DictionaryObject,
+    NameObject,
+    RectangleObject,
+    StreamObject,
+)
 from sqlalchemy import select, update
 
 from importer.db.engine import open_database
@@ -28,6 +34,9 @@ from importer.states import DocStatus
 from tests import archive_pdfs
 from tests.conftest import importer, settings_from, submit_json
 from tests.mail_parts import plain_text
+from workers.archive import placement
+from workers.document import PageResult
+from workers.reader import iter_pages
 
 TOLERANCE = 5.0  # points
 SIMILAR = 0.98
@@ -300,10 +309,6 @@ def test_the_dashboard_serves_the_archive_behind_its_token(
 def test_placement_maps_the_image_corners_onto_the_shown_page(turn: int) -> None:
     """The matrix maps the layer's lower left corner to the shown page's lower left,
     whatever the turn and the box's origin."""
-    from pypdf.generic import RectangleObject
-
-    from workers.archive import placement
-
     media = RectangleObject([100, 200, 700, 1000])  # 600 x 800
     shown = (800, 600) if turn in (90, 270) else (600, 800)
     layer = RectangleObject([0, 0, shown[0] * 1.01, shown[1] * 0.99])
@@ -321,3 +326,43 @@ def test_placement_maps_the_image_corners_onto_the_shown_page(turn: int) -> None
     )
     opposite = {0: (700, 1000), 90: (100, 1000), 180: (100, 200), 270: (700, 200)}
     assert (round(far[0], 6), round(far[1], 6)) == opposite[turn]
+
+
+def archive_of(pdf: Path, out: Path, skip: tuple[int, ...] = ()) -> list[int]:
+    """The engine's reading of `pdf` with its searchable copy written to `out`, in this
+    process; the numbers of the pages it yielded."""
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        pages = iter_pages(pdf, skip_pages=skip, archive_fd=fd)
+        return [page.number for page in pages if isinstance(page, PageResult)]
+    finally:
+        os.close(fd)
+
+
+def test_a_resumed_document_gets_text_on_the_pages_stored_before(tmp_path: Path) -> None:
+    """Pages a retry skips (stored by an earlier attempt) are read again for the archive,
+    and not yielded again."""
+    scan = archive_pdfs.scanned("upright").pdf
+    (tmp_path / "two.pdf").write_bytes(archive_pdfs.joined(scan, scan))
+    assert archive_of(tmp_path / "two.pdf", tmp_path / "out.pdf", skip=(1,)) == [2]
+    for page in (1, 2):
+        assert archive_pdfs.WORD in pdftotext(tmp_path / "out.pdf", page).split()
+
+
+def test_what_a_page_leaves_of_its_graphics_state_does_not_move_the_text(
+    tmp_path: Path,
+) -> None:
+    """A content stream that ends inside a scaled coordinate system (no closing Q): the
+    layer is drawn outside it, where the words are."""
+    scan = archive_pdfs.scanned("upright")
+    reader = PdfReader(io.BytesIO(scan.pdf))
+    writer = PdfWriter(clone_from=reader)
+    page = writer.pages[0]
+    content = ContentStream(None, writer)
+    content.set_data(page.get_contents().get_data() + b"\nq 0.5 0 0 0.5 0 0 cm\n")  # type: ignore[union-attr]
+    page[NameObject("/Contents")] = writer._add_object(content)
+    with open(tmp_path / "unbalanced.pdf", "wb") as out:
+        writer.write(out)
+    archive_of(tmp_path / "unbalanced.pdf", tmp_path / "out.pdf")
+    (box,) = archive_pdfs.word_boxes(tmp_path / "out.pdf", archive_pdfs.WORD)
+    inside(box, scan.word_box, "unbalanced")
