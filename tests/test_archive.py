@@ -359,7 +359,7 @@ def test_what_a_page_leaves_of_its_graphics_state_does_not_move_the_text(
     writer = PdfWriter(clone_from=reader)
     page = writer.pages[0]
     content = ContentStream(None, writer)
-    content.set_data(page.get_contents().get_data() + b"\nq 0.5 0 0 0.5 0 0 cm\n")  # type: ignore[union-attr]
+    content.set_data(page.get_contents().get_data() + b"\n0.5 0 0 0.5 0 0 cm\n")  # type: ignore[union-attr]
     page[NameObject("/Contents")] = writer._add_object(content)
     with open(tmp_path / "unbalanced.pdf", "wb") as out:
         writer.write(out)
