@@ -19,7 +19,6 @@ to a pixel), so words keep the widths Tesseract gave them: no letter spacing is 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -34,8 +33,6 @@ from pypdf.generic import (
     PdfObject,
     RectangleObject,
 )
-
-log = logging.getLogger(__name__)
 
 LAYER_NAME = "/ImporterOCR"  # the form XObject's name in a page's resources
 
@@ -83,7 +80,8 @@ def write(source: BinaryIO, layers: Mapping[int, Path], out: BinaryIO) -> int:
     """Write the document read from `source` to `out`, with the text-only page of
     `layers[n]` over page n (numbered from 1); the number of pages written.
 
-    Raises ArchiveFailed when pypdf cannot take the document apart.
+    Raises ArchiveFailed when pypdf cannot take the document apart; OSError when `out`
+    cannot be written.
     """
     try:
         reader = PdfReader(source)
@@ -93,6 +91,8 @@ def write(source: BinaryIO, layers: Mapping[int, Path], out: BinaryIO) -> int:
         for number, layer in sorted(layers.items()):
             _overlay(writer, writer.pages[number - 1], layer)
         writer.write(out)
+    except (OSError, MemoryError):  # the disk, the memory limit: not the document's fault
+        raise
     except Exception as e:  # pypdf raises many types on damaged files
         raise ArchiveFailed(f"{type(e).__name__}: {e}") from e
     return len(writer.pages)
