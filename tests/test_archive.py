@@ -30,6 +30,7 @@ from sqlalchemy import select, update
 
 from importer.db.engine import open_database
 from importer.db.models import Document, utcnow
+from importer.notify import DocumentSummary, document_message
 from importer.states import DocStatus
 from tests import archive_pdfs
 from tests.conftest import importer, settings_from, submit_json
@@ -366,3 +367,22 @@ def test_what_a_page_leaves_of_its_graphics_state_does_not_move_the_text(
     archive_of(tmp_path / "unbalanced.pdf", tmp_path / "out.pdf")
     (box,) = archive_pdfs.word_boxes(tmp_path / "out.pdf", archive_pdfs.WORD)
     inside(box, scan.word_box, "unbalanced")
+
+
+def test_a_document_e_mail_names_its_archive() -> None:
+    """`--notify each`: the document's e-mail, plain and HTML, names its searchable PDF."""
+    summary = DocumentSummary(
+        batch_id="20260101-000000-abcdef",
+        job_id="j-1",
+        email="ops@example.com",
+        path="/in/letter.pdf",
+        status=DocStatus.done,
+        pages=2,
+        error=None,
+        seconds=3.0,
+        archive="/srv/searchable/letter.pdf",
+    )
+    message = document_message(summary, mail_from="importer@localhost")
+    assert "Archive: /srv/searchable/letter.pdf" in plain_text(message)
+    html = message.get_body(("html",))
+    assert html is not None and "/srv/searchable/letter.pdf" in html.get_content()
