@@ -131,6 +131,8 @@ class _Reader:
                 page = PageResult(number, text, PageSource.text_layer, None, share)
             if number not in self.skip:
                 yield page
+            else:
+                self.on_step()  # read again for the archive: the page's clock starts again
         if self.archive_fd is not None:
             self.on_step()
             self._write_archive(self.archive_fd)
