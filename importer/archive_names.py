@@ -32,9 +32,10 @@ def written(archive: str | None, status: DocStatus) -> str | None:
 
 
 def check_archive_dir(raw: str | os.PathLike[str]) -> str:
-    """The archive directory, absolute and made if missing; BadInput naming it when this
-    user cannot write a file in it."""
-    directory = os.path.abspath(os.fspath(raw))
+    """The archive directory, made if missing, as its real path (no link in it: the
+    dashboard opens archives without following any); BadInput naming it when this user
+    cannot write a file in it."""
+    directory = os.path.realpath(os.fspath(raw))
     fix = "choose another --archive DIR (or IMPORTER_ARCHIVE_DIR), or make it writable"
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise BadInput(f"--archive {directory} is not a directory: {fix}")
