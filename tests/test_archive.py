@@ -181,6 +181,7 @@ def test_a_failing_document_leaves_nothing_and_a_replay_one_file(
     assert status(env, batch)["broken.pdf"]["archive"] is None
     assert files_in(archive) == ["scan.pdf"]  # no partial file, hidden or not
     first = (archive / "scan.pdf").read_bytes()
+    written = (archive / "scan.pdf").stat().st_ino
 
     # gearmand replays a job whose worker died after writing: the same name, again
     db = open_database(settings_from(env).resolved_database_url)
@@ -200,6 +201,7 @@ def test_a_failing_document_leaves_nothing_and_a_replay_one_file(
     again = export(env, batch)["scan.pdf"]
     assert again["status"] == "done" and again["archive"] == str(archive / "scan.pdf")
     assert files_in(archive) == ["scan.pdf"]
+    assert (archive / "scan.pdf").stat().st_ino != written  # written again, by a rename
     assert (
         PdfReader(archive / "scan.pdf").pages[0].extract_text().split()[:3]
         == (PdfReader(io.BytesIO(first)).pages[0].extract_text().split()[:3])
