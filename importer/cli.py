@@ -59,6 +59,17 @@ Inline = Annotated[
         " a batch over IMPORTER_INLINE_IN_FLIGHT_MB keeps it until the rest is sent.",
     ),
 ]
+Archive = Annotated[
+    Path | None,
+    typer.Option(
+        "--archive",
+        help="Also write each document's searchable PDF (its pages, with an invisible text"
+        " layer on those OCRed) under DIR, named by its path under PATH (by its sha256 with"
+        " --inline). Default: IMPORTER_ARCHIVE_DIR, else none.",
+        metavar="DIR",
+        show_default=False,
+    ),
+]
 TextLayer = Annotated[
     TextLayerMode | None,
     typer.Option(
@@ -120,6 +131,7 @@ def submit(
     lang: Lang = "eng",
     notify: Notify = NotifyMode.batch,
     text_layer: TextLayer = None,
+    archive: Archive = None,
     force: Force = False,
     inline: Inline = False,
     wait: Annotated[
@@ -151,6 +163,7 @@ def submit(
         lang=lang,
         notify=notify,
         text_layer=text_layer,
+        archive=archive,
         force=force,
         inline=inline,
         wait=wait,
@@ -224,6 +237,7 @@ def run(
     lang: Lang = "eng",
     notify: Notify = NotifyMode.batch,
     text_layer: TextLayer = None,
+    archive: Archive = None,
     force: Force = False,
     inline: Inline = False,
     as_json: Annotated[
@@ -243,6 +257,7 @@ def run(
             lang=lang,
             notify=notify,
             text_layer=text_layer,
+            archive=archive,
             force=force,
             inline=inline,
             as_json=as_json,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -12,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from importer.archive_names import check_archive_dir
 from importer.config import Settings
 from importer.db.engine import Database, open_database
 from importer.errors import BadInput, ExitCode, GearmanUnavailable
@@ -67,6 +69,7 @@ def do_submit(
     out: Console,
     err: Console,
     text_layer: TextLayerMode | None = None,
+    archive: Path | None = None,
     inline: bool = False,
     wait: bool = False,
 ) -> int:
@@ -89,6 +92,7 @@ def do_submit(
         dry_run=dry_run,
         inline_until_finished=wait,
         **inline_options(settings, inline),
+        **archive_options(settings, archive, dry_run=dry_run),
     )
     resolve_args(paths, settings.roots)
     db = open_database(settings.resolved_database_url)
@@ -120,6 +124,15 @@ def inline_options(settings: Settings, inline: bool) -> dict[str, Any]:
         "inline_in_flight_mb": settings.inline_in_flight_mb,
         "max_file_mb": settings.max_file_mb,
     }
+
+
+def archive_options(settings: Settings, archive: Path | None, *, dry_run: bool) -> dict[str, Any]:
+    """SubmitOptions' archive field (`submit/run --archive`, IMPORTER_ARCHIVE_DIR), checked
+    writable (a dry run records nothing and writes nothing: it is not made)."""
+    directory = archive or settings.archive_dir
+    if directory is None or dry_run:
+        return {}
+    return {"archive_dir": check_archive_dir(directory)}
 
 
 def submit_with_progress(

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     gearmand_job_retries: int = Field(default=3, gt=0)
     ocr_dpi: int = Field(default=300, ge=72, le=600)
     text_layer: TextLayerMode = TextLayerMode.auto  # the default of submit/run --text-layer
+    archive_dir: Path | None = None  # the default of submit/run --archive: searchable PDFs
     child_user: str = "nobody"  # whom PDF-reading children run as when workers run as root
     # Workers serve without the document walls this host refuses (SECURITY.md): a failure
     # that `importer doctor` and /metrics report; without it such a worker refuses to start.

@@ -9,11 +9,12 @@ from typing import IO, Any
 
 from sqlalchemy import select
 
+from importer.archive_names import written
 from importer.db.engine import Database
 from importer.db.models import Document, Page
 
 # jsonl: exactly the keys of DESIGN.md's public interface
-FIELDS = ["batch_id", "path", "sha256", "status", "pages", "text", "error", "job_id"]
+FIELDS = ["batch_id", "path", "sha256", "status", "pages", "text", "error", "job_id", "archive"]
 # csv: those, then each document's own figures (seconds: from its start to its finish)
 CSV_FIELDS = [
     *FIELDS,
@@ -50,6 +51,7 @@ def records(db: Database, batch_id: str | None = None) -> Iterator[dict[str, Any
                 "text": FORM_FEED.join(texts),
                 "error": doc.error,
                 "job_id": doc.job_id,
+                "archive": written(doc.archive, doc.status),
                 "pages_text_layer": doc.pages_text_layer,
                 "pages_ocr": doc.pages_ocr,
                 "mean_confidence": doc.mean_confidence,

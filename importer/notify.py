@@ -87,6 +87,7 @@ class BatchSummary:
     pages_review: int = 0
     review: list[ReviewDocument] = field(default_factory=list)
     review_count: int | None = None
+    archive_dir: str | None = None  # where the batch's searchable PDFs are (--archive)
 
     @property
     def n_failed(self) -> int:
@@ -137,6 +138,7 @@ class DocumentSummary:
     pages_text_layer: int = 0
     pages_ocr: int = 0
     pages_review: int = 0
+    archive: str | None = None  # its searchable PDF, once done (--archive)
 
 
 # Addresses --------------------------------------------------------------------------
@@ -298,6 +300,8 @@ def _batch_body(summary: BatchSummary) -> str:
         f"  Finished:  {when(summary.finished_at)}",
         f"  Took:      {format_duration(summary.seconds)}",
     ]
+    if summary.archive_dir:
+        lines.append(f"  Archive:   {printable(summary.archive_dir)} (the searchable PDFs)")
     if summary.failed:
         lines += ["", f"Documents that were not imported ({count(summary.not_imported)}):"]
         for doc in summary.failed:
@@ -356,6 +360,8 @@ def _document_body(summary: DocumentSummary) -> str:
             f"           {count(summary.pages_text_layer)} from the text layer, "
             f"{count(summary.pages_ocr)} by OCR, {count(summary.pages_review)} to review"
         )
+    if summary.archive:
+        lines.append(f"  Archive: {printable(summary.archive)}")
     lines += [
         f"  Took:    {format_duration(summary.seconds)}",
         f"  Job id:  {printable(summary.job_id)}",

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from importer.commands import (
+    archive_options,
     check_keys,
     check_lang,
     inline_options,
@@ -203,6 +204,7 @@ def run_all(
     out: Console,
     err: Console,
     text_layer: TextLayerMode | None = None,
+    archive: Path | None = None,
     inline: bool = False,
     progress_every: float = PROGRESS_EVERY,
 ) -> int:
@@ -215,6 +217,7 @@ def run_all(
         # the workers' reaper, here, can read the files: submit need only send them all
         inline_until_finished=False,
         **inline_options(settings, inline),
+        **archive_options(settings, archive, dry_run=False),
     )
     for raw in paths:
         if not Path(raw).exists():

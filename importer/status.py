@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from importer.archive_names import written
 from importer.db.engine import Database
 from importer.db.models import Batch, Document, RejectedJob
 from importer.errors import BadInput, ImporterError
@@ -90,11 +91,11 @@ _COUNTS = ("id", "email", "total", "queued", "running", "done", "failed", "dead"
 class DocumentStatus:
     """One document; `progress` is [pages done, pages] (live from gearmand while running),
     `error_kind` the stable code of `error` (`importer.reasons`), `pages_review` its pages
-    marked for review::
+    marked for review, `archive` its searchable PDF once done (`submit --archive`)::
 
     {"path": "/data/in/a.pdf", "job_id": "j-5f0c2a9e1b7d4c3a8e6f0b1d", "status": "dead",
      "progress": [2, 5], "attempts": 3, "error": "worker child ran out of memory",
-     "error_kind": "out-of-memory", "pages_review": 1}
+     "error_kind": "out-of-memory", "pages_review": 1, "archive": null}
     """
 
     path: str
@@ -105,6 +106,7 @@ class DocumentStatus:
     error: str | None
     error_kind: str | None = None
     pages_review: int = 0
+    archive: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -120,6 +122,7 @@ class DocumentStatus:
             "error": self.error,
             "error_kind": self.error_kind,
             "pages_review": self.pages_review,
+            "archive": self.archive,
         }
 
     @classmethod
@@ -134,6 +137,7 @@ class DocumentStatus:
             error=body["error"],
             error_kind=body.get("error_kind"),
             pages_review=body.get("pages_review", 0),
+            archive=body.get("archive"),
         )
 
 
@@ -310,6 +314,7 @@ def documents(
             Document.attempts,
             Document.error_kind,
             Document.pages_review,
+            Document.archive,
         )
         .where(listed)
         .order_by(Document.id)
@@ -339,6 +344,7 @@ def documents(
                 d.error,
                 d.error_kind,
                 d.pages_review,
+                written(d.archive, d.status),
             )
         )
     return tuple(out)

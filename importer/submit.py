@@ -30,6 +30,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from importer import payload
+from importer.archive_names import ArchiveNames
 from importer.db.engine import Database
 from importer.db.lifecycle import close_batch_if_done
 from importer.db.models import Batch, Document, utcnow
@@ -69,6 +70,7 @@ class SubmitOptions:
     inline_in_flight_mb: int = 256  # IMPORTER_INLINE_IN_FLIGHT_MB
     inline_until_finished: bool = False  # --wait: stay the batch's sender until it finishes
     max_file_mb: int = 512  # IMPORTER_MAX_FILE_MB: larger files are refused unread
+    archive_dir: str | None = None  # --archive DIR, checked (importer.archive_names)
 
     @property
     def max_read_bytes(self) -> int:
@@ -326,7 +328,7 @@ def submit(
         _dry_run(db, files, confine, opts, result, progress)
         return result
     assert gio is not None and result.batch_id is not None
-    pipeline = _Pipeline(db, gio, keyring, opts, result)
+    pipeline = _Pipeline(db, gio, keyring, opts, result, confine)
     seen = 0
     try:
         for group in _groups(files, GROUP_SIZE):
@@ -447,6 +449,7 @@ class _Pipeline:
         keyring: payload.Keyring,
         opts: SubmitOptions,
         result: SubmitResult,
+        confine: Sequence[Path] = (),
     ) -> None:
         self.db = db
         self.gio = gio
@@ -460,6 +463,11 @@ class _Pipeline:
         self._handles: list[tuple[int, str]] = []  # accepted, not yet stored
         self._recorded: dict[str, int] = {}  # recorded, not yet handed to the sender
         self.inline = InlineFeed(db, gio, keyring, opts, result) if opts.inline else None
+        self.archive = (
+            ArchiveNames(db, opts.archive_dir, confine, inline=opts.inline)
+            if opts.archive_dir
+            else None
+        )
 
     def add(self, keep: list[Candidate]) -> None:
         """Record and sign a group, collect the group in flight, then send this one.
@@ -491,6 +499,8 @@ class _Pipeline:
         keep = sorted(keep, key=lambda c: c.size, reverse=True)
         now = utcnow()
         batch_id = self.result.batch_id
+        refusals = [self._refusal(c) for c in keep]
+        archives = self._archives(keep, refusals)
         rows: list[dict[str, Any]] = [
             {
                 "batch_id": batch_id,
@@ -503,8 +513,9 @@ class _Pipeline:
                 "error_kind": None if refused is None else refused[1].value,
                 "enqueued_at": now if refused is None and self.inline is None else None,
                 "finished_at": None if refused is None else now,
+                "archive": archive,
             }
-            for c, refused in ((c, self._refusal(c)) for c in keep)
+            for c, refused, archive in zip(keep, refusals, archives, strict=True)
         ]
         table: Any = Document.__table__
         with self.db.session() as s:
@@ -519,6 +530,7 @@ class _Pipeline:
                         text_layer=self.opts.text_layer,
                         inline=self.opts.inline,
                         inline_sender_until=inline_sender_lease(self.opts.inline),
+                        archive_dir=self.opts.archive_dir,
                     )
                 )
                 s.flush()
@@ -532,6 +544,17 @@ class _Pipeline:
         jobs = [(r["job_id"], r["path"]) for r in rows if r["status"] == DocStatus.queued]
         self._recorded = {job_id: ids[job_id] for job_id, _ in jobs}
         return jobs
+
+    def _archives(
+        self, keep: list[Candidate], refusals: list[tuple[str, ErrorKind] | None]
+    ) -> list[str | None]:
+        """Each queued document's archive name (--archive), None for the rest."""
+        if self.archive is None:
+            return [None] * len(keep)
+        pairs = zip(keep, refusals, strict=True)
+        queued = [(stored_path(c.path), c.sha256) for c, r in pairs if r is None]
+        names = iter(self.archive.assign(queued))
+        return [None if r is not None else next(names) for r in refusals]
 
     def _dispatch(self, specs: list[JobSpec]) -> None:
         if not specs:

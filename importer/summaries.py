@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+from importer.archive_names import written
 from importer.db.engine import Database
 from importer.db.models import Batch, Document, utcnow
 from importer.notify import (
@@ -76,6 +77,7 @@ def batch_summary(db: Database, batch_id: str, *, listed: int = LISTED) -> Batch
         pages_review=int(review_pages),
         review=[ReviewDocument(path, n, of) for path, n, of in review],
         review_count=review_count or 0,
+        archive_dir=batch.archive_dir,
     )
 
 
@@ -100,4 +102,5 @@ def document_summary(db: Database, job_id: str) -> DocumentSummary:
         pages_text_layer=doc.pages_text_layer,
         pages_ocr=doc.pages_ocr,
         pages_review=doc.pages_review,
+        archive=written(doc.archive, doc.status),
     )

@@ -24,6 +24,8 @@ FIGURES = (
     "turned pages: each orientation's CER",
     "mixed corpus: importer / limit",
     "mixed corpus: text-layer pages kept from the text layer",
+    "searchable PDFs: importer run --archive / without",
+    "searchable PDFs: peak RSS with --archive / without, one worker, 2-page scan",
     "search, SQLite: p95 of the slowest query",
     "search, PostgreSQL: importer run on born-digital pages with the full-text index",
 )
@@ -35,6 +37,8 @@ CONTENDERS = (
     "importer submit",
     "naive loop",
     "importer worker, 2-page scan",
+    "importer worker --archive, 2-page scan",
+    "importer run, 2 workers --archive",
     "importer run, 2 workers, turned pages",
     "importer run, 2 workers, upright pages",
     "limit (pdftotext + raw OCR of the pages without text)",

@@ -166,6 +166,8 @@ def seed(db: Database) -> None:
         ]
         kinds = {2: "not-pdf", 3: "out-of-memory"}
         review = {1: 2}  # pages marked for review
+        # searchable PDFs (--archive): shown once done, so d.pdf's stays hidden while it runs
+        archives = {1: "/archive/a.pdf", 4: "/archive/d.pdf"}
         for n, (batch, path, status, pages, done, error, attempts) in enumerate(rows):
             s.add(
                 Document(
@@ -180,6 +182,7 @@ def seed(db: Database) -> None:
                     attempts=attempts,
                     error_kind=kinds.get(n),
                     pages_review=review.get(n, 0),
+                    archive=archives.get(n),
                 )
             )
         s.add_all(
@@ -228,6 +231,7 @@ def doc_json(
     error: str | None,
     kind: str | None = None,
     review: int = 0,
+    archive: str | None = None,
 ) -> dict:
     return {
         "path": f"/in/{'-abcde'[n]}.pdf",
@@ -238,11 +242,12 @@ def doc_json(
         "error": error,
         "error_kind": kind,
         "pages_review": review,
+        "archive": archive,
     }
 
 
 NEW_DOCUMENTS = [
-    doc_json(1, "done", [3, 3], 1, None, review=2),
+    doc_json(1, "done", [3, 3], 1, None, review=2, archive="/archive/a.pdf"),
     doc_json(2, "failed", [0, 0], 0, "not a PDF", "not-pdf"),
     doc_json(3, "dead", [2, 5], 3, "out of memory (gave up)", "out-of-memory"),
     doc_json(4, "running", [1, 4], 1, None),

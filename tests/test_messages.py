@@ -45,6 +45,7 @@ REQUEST = messages.Request(
     skip=(1, 4),
     text_layer=TextLayerMode.keep,
     fd=3,
+    archive_fd=4,
     log_level=10,
 )
 ENGINE_MESSAGES = [
@@ -226,6 +227,7 @@ def test_an_oversized_line_is_refused_before_parsing() -> None:
         ({"skip": "1,2"}, "skip must be a list of integers"),
         ({"text_layer": "never"}, "text_layer must be one of"),
         ({"fd": "3"}, "fd must be an integer"),
+        ({"archive_fd": -1}, "archive_fd must be at least 0"),
         ({"limits": {"dpi": 300}}, "engine request limits lacks"),
         ({"log_level": None}, "log_level must be an integer"),
     ],

@@ -90,7 +90,7 @@ def test_export_jsonl_has_the_documented_keys(inbox: Path, env: dict[str, str]) 
     lines = importer("export", "--format", "jsonl", env=env, check=True).stdout.splitlines()
     records = {Path(r["path"]).name: r for r in map(json.loads, lines)}
     assert set(records) == {"born_digital.pdf", "broken.pdf"}
-    keys = {"batch_id", "path", "sha256", "status", "pages", "text", "error", "job_id"}
+    keys = {"batch_id", "path", "sha256", "status", "pages", "text", "error", "job_id", "archive"}
     assert all(set(r) == keys for r in records.values())
     born = records["born_digital.pdf"]
     assert born["text"].count("\f") == born["pages"] - 1

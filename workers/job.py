@@ -35,6 +35,7 @@ from importer.opening import Refused, open_confined, sha256_of
 from importer.reasons import ErrorKind
 from importer.states import DocStatus, JobOutcome
 from workers import foreign
+from workers.archive_file import ArchiveFile, cannot_write
 from workers.document import DocumentError, DocumentInfo, Limits, PageResult
 from workers.engine import process_document
 from workers.inline import InlineSpool
@@ -294,7 +295,14 @@ def _process(
     should_stop: Callable[[], bool],
 ) -> Outcome:
     with ctx.leases.keeping(claimed.id):
-        return _read(ctx, claimed, fd, progress, should_stop)
+        if claimed.archive is None:
+            return _read(ctx, claimed, fd, progress, should_stop, None)
+        try:
+            target = ArchiveFile.create(claimed.archive)
+        except OSError as e:
+            return _retry(ctx, claimed, cannot_write(claimed.archive, e), ErrorKind.unreadable)
+        with target:  # discarded unless the document is done
+            return _read(ctx, claimed, fd, progress, should_stop, target)
 
 
 def _read(
@@ -303,10 +311,12 @@ def _read(
     fd: int,
     progress: Progress,
     should_stop: Callable[[], bool],
+    archive: ArchiveFile | None,
 ) -> Outcome:
     """Read the document and store it: its page count and pages go with the next flush (at
     most PAGE_FLUSH_SECONDS apart), the last ones with the finish, so that a short document
-    takes one transaction after its claim."""
+    takes one transaction after its claim. Its searchable copy, when the batch makes one,
+    takes its name just before the finish."""
     pending: list[lifecycle.StoredPage] = []
     total = 0
     count: int | None = None  # the page count, until it is stored
@@ -329,6 +339,7 @@ def _read(
         skip_pages=claimed.done_pages,
         text_layer=claimed.text_layer,
         fd=fd,
+        archive_fd=None if archive is None else archive.fd,
     )
     try:
         for event in events:
@@ -364,6 +375,12 @@ def _read(
         return _retry(ctx, claimed, e.reason, e.kind)
     finally:
         _close(events)
+    if archive is not None:
+        try:
+            archive.commit()
+        except OSError as e:
+            flush()
+            return _retry(ctx, claimed, cannot_write(archive.final, e), ErrorKind.unreadable)
     finished = lifecycle.finish(
         ctx.db,
         claimed.id,

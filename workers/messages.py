@@ -36,10 +36,11 @@ class Request:
                     "max_file_bytes": 536870912, "max_pages": 5000,
                     "max_page_pixels": 200000000, "memory_bytes": 4294967296,
                     "cpu_seconds": 3600, "dpi": 300},
-         "skip": [1, 2], "text_layer": "auto", "fd": 3, "log_level": 20}
+         "skip": [1, 2], "text_layer": "auto", "fd": 3, "archive_fd": 4, "log_level": 20}
 
     `skip` are pages already stored (a retried document resumes), `fd` the descriptor
-    the child reads the document from, `log_level` what it logs to its stderr.
+    the child reads the document from, `archive_fd` the one it writes the searchable copy
+    to (null: none is made), `log_level` what it logs to its stderr.
     """
 
     path: str
@@ -48,6 +49,7 @@ class Request:
     skip: tuple[int, ...]
     text_layer: TextLayerMode
     fd: int
+    archive_fd: int | None
     log_level: int
 
     def encode(self) -> bytes:
@@ -71,6 +73,7 @@ class Request:
             skip=f.integers("skip", minimum=1),
             text_layer=f.choice("text_layer", TextLayerMode),
             fd=f.integer("fd", minimum=0),
+            archive_fd=f.optional_integer("archive_fd", minimum=0),
             log_level=f.integer("log_level", minimum=0),
         )
 

@@ -46,25 +46,33 @@ def tesseract_environment() -> dict[str, str]:
     return tool_environment(OMP_THREAD_LIMIT="1")
 
 
-def read_page(image: Path, *, lang: str, dpi: int, deadline: float) -> OcrResult:
+def read_page(
+    image: Path, *, lang: str, dpi: int, deadline: float, layer: Path | None = None
+) -> OcrResult:
     """Read a page image, whichever way up it lies, in one Tesseract run.
 
     `lang` is a language spec such as "eng+deu"; `LanguageError` if it is not one. The
     run writes `<base>.txt` and `<base>.tsv` next to the image, and must finish by
-    `deadline`, a `time.monotonic()` instant.
+    `deadline`, a `time.monotonic()` instant. With `layer`, the same run also writes the
+    page's text alone as an invisible-text PDF (the image is left out: `textonly_pdf`),
+    moved to `layer` for `workers.archive`.
     """
     languages = parse_languages(lang)
     base = image.with_name(f"{image.stem}-ocr")
     argv = [TESSERACT, str(image), str(base), "-l", "+".join(languages)]
     argv += ["--psm", str(PAGE_SEGMENTATION), "--dpi", str(dpi)]
-    argv += ["-c", "tessedit_create_tsv=1", "txt"]
+    argv += ["-c", "tessedit_create_tsv=1"]
+    argv += ["-c", "textonly_pdf=1", "txt", "pdf"] if layer is not None else ["txt"]
+    outputs = [base.with_suffix(suffix) for suffix in (".txt", ".tsv", ".pdf")]
     try:
         run_tool(argv, timeout=deadline - time.monotonic(), env=tesseract_environment())
-        text = base.with_suffix(".txt").read_text(encoding="utf-8", errors="replace")
-        tsv = base.with_suffix(".tsv").read_text(encoding="utf-8", errors="replace")
+        text = outputs[0].read_text(encoding="utf-8", errors="replace")
+        tsv = outputs[1].read_text(encoding="utf-8", errors="replace")
+        if layer is not None:
+            outputs[2].replace(layer)
     finally:
-        base.with_suffix(".txt").unlink(missing_ok=True)
-        base.with_suffix(".tsv").unlink(missing_ok=True)
+        for output in outputs:
+            output.unlink(missing_ok=True)
     confidence, words = mean_confidence(tsv)
     return OcrResult(text.replace("\f", "").strip(), confidence, words)
 

@@ -20,7 +20,7 @@ from importer.languages import (
     parse_languages,
 )
 from importer.states import PageSource, TextLayerMode
-from workers import ocr, pdf, probe, review, textlayer
+from workers import archive, ocr, pdf, probe, review, textlayer
 from workers.document import (
     MB,
     ChildCrashed,
@@ -56,6 +56,7 @@ def iter_pages(
     on_step: Callable[[], None] | None = None,
     text_layer: TextLayerMode | str = TextLayerMode.auto,
     fd: int | None = None,
+    archive_fd: int | None = None,
 ) -> Iterator[DocumentInfo | PageResult]:
     """Yield DocumentInfo, then a PageResult per page not in `skip_pages`, in this process.
 
@@ -64,16 +65,20 @@ def iter_pages(
     directory removed at the end. `on_step` is called after each step that yields nothing
     (the text layer, the language check), so a watching parent can time every step by
     the page timeout. With `fd`, an open descriptor of the file, every tool reads that
-    open file and `path` only names it in messages. Raises DocumentError.
+    open file and `path` only names it in messages. With `archive_fd`, an open file, the
+    document's searchable copy is written to it after the last page (`workers.archive`);
+    pages in `skip_pages` are then read again for it, without being yielded. Raises
+    DocumentError.
     """
     skip = frozenset(skip_pages)
     mode = TextLayerMode(text_layer)
     source = pdf.Source(os.path.abspath(path), fd)
     if work_dir is not None:
-        yield from _Reader(source, lang, limits, skip, Path(work_dir), on_step, mode).run()
+        reader = _Reader(source, lang, limits, skip, Path(work_dir), on_step, mode, archive_fd)
+        yield from reader.run()
         return
     with tempfile.TemporaryDirectory(prefix="importer-doc-") as tmp:
-        yield from _Reader(source, lang, limits, skip, Path(tmp), on_step, mode).run()
+        yield from _Reader(source, lang, limits, skip, Path(tmp), on_step, mode, archive_fd).run()
 
 
 class _Reader:
@@ -88,8 +93,11 @@ class _Reader:
         work_dir: Path,
         on_step: Callable[[], None] | None = None,
         mode: TextLayerMode = TextLayerMode.auto,
+        archive_fd: int | None = None,
     ) -> None:
         self.source = source
+        self.archive_fd = archive_fd
+        self.layers: dict[int, Path] = {}  # page -> its text-only PDF, for the archive
         self.lang = lang
         self.mode = mode
         self.limits = limits
@@ -105,7 +113,8 @@ class _Reader:
         texts = self._text_layer()
         pages = len(texts)
         yield DocumentInfo(pages=pages)
-        wanted = [n for n in range(1, pages + 1) if n not in self.skip]
+        archiving = self.archive_fd is not None
+        wanted = [n for n in range(1, pages + 1) if archiving or n not in self.skip]
         if not wanted:
             return
         share = (time.monotonic() - started) / pages
@@ -116,10 +125,30 @@ class _Reader:
             self.on_step()
         for number in wanted:
             if number in to_ocr:
-                yield self._ocr_page(number)
+                page = self._ocr_page(number)
             else:
                 text = texts[number - 1].strip()
-                yield PageResult(number, text, PageSource.text_layer, None, share)
+                page = PageResult(number, text, PageSource.text_layer, None, share)
+            if number not in self.skip:
+                yield page
+            else:
+                self.on_step()  # read again for the archive: the page's clock starts again
+        if self.archive_fd is not None:
+            self.on_step()
+            self._write_archive(self.archive_fd)
+
+    def _write_archive(self, fd: int) -> None:
+        """The searchable copy, to the open file `fd` (the worker syncs and names it)."""
+        try:
+            with self.source.open() as original, os.fdopen(os.dup(fd), "wb") as out:
+                archive.write(original, self.layers, out)
+        except archive.ArchiveFailed as e:
+            raise CorruptPdf(f"the searchable PDF (--archive) cannot be written: {e}") from e
+        except OSError as e:
+            raise ToolFailed(f"the searchable PDF (--archive) cannot be written: {e}") from e
+        finally:
+            for layer in self.layers.values():
+                layer.unlink(missing_ok=True)
 
     def _pages_to_ocr(self, texts: list[str], wanted: list[int]) -> set[int]:
         """Decide per page; only pages whose text is sparse, and pages to render, are probed."""
@@ -316,7 +345,10 @@ class _Reader:
                 timeout=deadline - time.monotonic(),
             )
             step = "Tesseract"
-            result = ocr.read_page(image, lang=self.lang, dpi=dpi, deadline=deadline)
+            layer = None if self.archive_fd is None else self.work_dir / f"layer-{number}.pdf"
+            result = ocr.read_page(image, lang=self.lang, dpi=dpi, deadline=deadline, layer=layer)
+            if layer is not None:
+                self.layers[number] = layer
             blank = review.is_blank(image, dpi)
         except ToolTimeout as e:
             raise self._timeout(f"{step} timed out on page {number}", deadline) from e

@@ -77,6 +77,9 @@ class Fields:
     def optional_number(self, name: str) -> float | None:
         return None if self.body[name] is None else self.number(name)
 
+    def optional_integer(self, name: str, *, minimum: int | None = None) -> int | None:
+        return None if self.body[name] is None else self.integer(name, minimum=minimum)
+
     def boolean(self, name: str) -> bool:
         value = self.body[name]
         if not isinstance(value, bool):

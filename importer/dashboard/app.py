@@ -28,13 +28,22 @@ from importer.dashboard import auth, guards
 from importer.dashboard.formats import FILTERS
 from importer.dashboard.highlight import pieces
 from importer.dashboard.pace import PaceMeter
-from importer.dashboard.routes import batch, batches, documents, failures, gearmand, metrics, search
+from importer.dashboard.routes import (
+    archive,
+    batch,
+    batches,
+    documents,
+    failures,
+    gearmand,
+    metrics,
+    search,
+)
 from importer.dashboard.state import Dashboard
 from importer.db.engine import Database
 from importer.errors import ImporterError, ServiceUnavailable
 
 HERE = Path(__file__).parent
-PAGES = (batches, batch, documents, failures, gearmand, search, metrics)
+PAGES = (batches, batch, documents, archive, failures, gearmand, search, metrics)
 
 
 def templates() -> Jinja2Templates:

@@ -35,6 +35,7 @@ class DocumentRow:
     error: str | None
     error_kind: str | None
     pages_review: int
+    archive: str | None = None  # its searchable PDF's path (recorded at submit)
 
     @property
     def failed(self) -> bool:
@@ -52,6 +53,7 @@ _COLUMNS = (
     Document.error,
     Document.error_kind,
     Document.pages_review,
+    Document.archive,
 )
 
 

@@ -61,6 +61,7 @@ class Claimed:
     text_layer: TextLayerMode = TextLayerMode.auto
     size: int | None = None  # bytes, as recorded at submit
     sha256: str | None = None  # hex, as recorded at submit
+    archive: str | None = None  # where its searchable copy goes (submit --archive)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def claim(
                 text_layer,
                 doc.size,
                 doc.sha256,
+                doc.archive,
             )
 
         if doc.status == DocStatus.running and doc.lease_owner == owner:

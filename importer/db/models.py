@@ -70,6 +70,8 @@ class Batch(Base):
     # process sends the documents within the in-flight cap until `inline_sender_until`.
     inline: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     inline_sender_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # submit --archive DIR: workers write each document's searchable PDF under it
+    archive_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
@@ -103,6 +105,8 @@ class Document(Base):
     pages_ocr: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     pages_review: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     mean_confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the searchable PDF's path, named at submit (importer.archive_names), written when done
+    archive: Mapped[str | None] = mapped_column(Text, nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -131,6 +135,8 @@ class Document(Base):
         Index("ix_documents_status_next_attempt", "status", "next_attempt_at"),
         # failures across batches grouped by their kind (the dashboard, /metrics)
         Index("ix_documents_status_error_kind", "status", "error_kind"),
+        # no two documents are given one archive name
+        Index("ux_documents_archive", "archive", unique=True),
     )
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from bench_lib import goals, ocrmypdf_env, report
+from bench_lib.archive_section import archive_section
 from bench_lib.corpus import QUICK, Corpus, Sizes, describe, load_or_build
 from bench_lib.machine import ROOT, machine, revision, versions
 from bench_lib.mail_section import mail_section
@@ -35,6 +36,7 @@ SECTIONS = (
     "memory",
     "turned",
     "mixed",
+    "archive",
     "scale",
     "search",
     "mail",
@@ -46,7 +48,10 @@ SECTION_HELP = (
     " all; text-layer: born-digital pages against pdftotext; startup: the fixed cost of a run;"
     " submission: importer submit against a naive loop; memory: one worker's peak RSS; turned:"
     " pages turned 0/90/180/270 against the same upright; mixed: manuals, scans, a blank page"
-    " (make_documents.py) against the limit and OCRmyPDF --skip-text --rotate-pages; scale:"
+    " (make_documents.py) against the limit and OCRmyPDF --skip-text --rotate-pages; archive:"
+    " the mixed corpus with and without --archive against OCRmyPDF making the same searchable"
+    " PDFs (--output-type pdf), and one worker's peak memory on the long scan with --archive"
+    " against without; scale:"
     f" status, a reaper pass and submit's duplicate check among {ROWS:,} generated documents,"
     " on SQLite and PostgreSQL; search: full-text queries over"
     f" {PAGES:,} generated pages against a substring scan, and what the index costs an"
@@ -119,7 +124,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _ocrmypdf(args: argparse.Namespace, result: SectionResult) -> Path | None:
-    if args.no_ocrmypdf or not {"ocr", "mixed"} & set(args.sections):
+    if args.no_ocrmypdf or not {"ocr", "mixed", "archive"} & set(args.sections):
         return None
     try:
         return ocrmypdf_env.ensure(args.ocrmypdf_venv or args.work_dir / "venv-ocrmypdf")
@@ -163,6 +168,12 @@ def measure(
         result.extend(turned(args.work_dir, runs, args.rounds, args.workers, count))
     if "mixed" in chosen:
         result.extend(mixed(args.work_dir, runs, args.rounds, args.workers, args.quick, ocrmypdf))
+    if "archive" in chosen:
+        result.extend(
+            archive_section(
+                args.work_dir, runs, corpus, args.rounds, args.workers, args.quick, ocrmypdf
+            )
+        )
     result.goals = goals.settle(result.goals)
     note = fixed_cost_note(result.medians, args.workers)
     if note:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench_lib.accuracy import cer
@@ -32,13 +33,22 @@ def _name(doc: Doc) -> str:
     return f"importer worker, {doc.pages}-page scan"
 
 
-def _step(doc: Doc, work: Path, breakdowns: dict[int, list[ProcessMemory]]) -> Step:
+def worker_step(
+    doc: Doc,
+    work: Path,
+    breakdowns: dict[int, list[ProcessMemory]],
+    submit_options: Sequence[str] = (),
+) -> Step:
+    """One round: submit the document (with `submit_options`), then time one burst worker
+    and sample its tree's memory."""
+
     def step(series: Series) -> None:
         data = fresh_dir(work / f"memory-{doc.pages}")
         with own_gearmand(data) as gearmand:
             env = importer_env(data, gearmand.address)
             env["IMPORTER_ALLOWED_ROOTS"] = str(doc.path.parent.resolve())
-            submitted = run(importer("submit", str(doc.path), "--email", EMAIL, "--json"), env=env)
+            argv = importer("submit", str(doc.path), "--email", EMAIL, "--json", *submit_options)
+            submitted = run(argv, env=env)
             batch = str(json.loads(submitted.stdout)["batch_id"])
             argv = importer("worker", "--concurrency", "1", "--burst")
             with open(data / "worker.log", "wb") as log_file:
@@ -69,8 +79,8 @@ def memory(corpus: Corpus, work: Path, rounds: int) -> SectionResult:
     small, large = corpus.memory
     breakdowns: dict[int, list[ProcessMemory]] = {}
     steps = {
-        _name(small): _step(small, work, breakdowns),
-        _name(large): _step(large, work, breakdowns),
+        _name(small): worker_step(small, work, breakdowns),
+        _name(large): worker_step(large, work, breakdowns),
     }
     series = alternate(steps, rounds, "memory")
     result = SectionResult()

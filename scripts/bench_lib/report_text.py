@@ -38,6 +38,12 @@ def what() -> str:
   pool of as many processes as cores; each page's text from the one that read it. Accuracy
   page by page against the expected text; the importer's database (`pages.source`) says
   which pages it took from the text layer.
+- **searchable PDFs**: on the mixed corpus, `importer run` with and without `--archive DIR`,
+  against OCRmyPDF `--skip-text --rotate-pages --output-type pdf IN OUT` (one file per
+  process, as many as cores, `OMP_THREAD_LIMIT=1`); every PDF made is read back with
+  `pdftotext` after the clock and scored page by page against the expected text; the run
+  with `--archive` is compared with the run without by its database text. Then the memory
+  step below on the long scan, with and without `--archive`.
 - **fixed cost**: `importer run` on a single one-page born-digital PDF: start-up, gearmand,
   worker processes, database migrations, shutdown; every run pays it once.
 - **submission**: `importer submit DIR --json` against a naive loop (one file at a time: read
