@@ -161,32 +161,34 @@ def test_a_restart_in_between_loses_and_repeats_nothing(
 
 
 def test_a_watch_stopped_while_submitting_finishes_what_it_started(
-    env: dict[str, str], tmp_path: Path
+    env: dict[str, str], tmp_path: Path, watching: Callable[..., Watch]
 ) -> None:
-    """Stopped between recording a file pending and giving it its outcome: the file whose
-    document is in the batch is not sent again, the one without is."""
+    """Stopped between recording files pending and giving them their outcome: the file
+    whose document is in the batch is not sent again, even once that batch has closed
+    (it is due at once, and closes before the files settle again); the one without is."""
     folder = tmp_path / "scans"
     folder.mkdir()
     for name, n in (("sent.pdf", 6), ("unsent.pdf", 7)):
         (folder / name).write_bytes(pdf(n))
     importer("watch", str(folder), "--email", EMAIL, "--once", "--settle", "0", env=env, check=True)
     db = open_database(settings_from(env).resolved_database_url)
-    state = WatchState(db, [folder], EMAIL)
     with db.session() as s:
         unsent = s.scalars(select(Document).where(Document.path.endswith("unsent.pdf"))).one()
         s.delete(unsent)  # as if the stop came before its group was recorded
-        s.flush()
         batch = unsent.batch_id
-    state.mark_pending(
+    WatchState(db, [folder], EMAIL).mark_pending(
         batch,
         [
-            Settled(str(folder / name), (folder / name).stat().st_size, 0, looks_pdf=True)
+            Settled(str(folder / name), info.st_size, info.st_mtime_ns, looks_pdf=True)
             for name in ("sent.pdf", "unsent.pdf")
+            for info in [(folder / name).stat()]
         ],
     )
-    importer("watch", str(folder), "--email", EMAIL, "--once", "--settle", "0", env=env, check=True)
-    docs = documents(env)
-    assert sorted(Path(d.path).name for d in docs) == ["sent.pdf", "unsent.pdf"]
+    watch = watching(str(folder), "--settle", "2", "--batch-every", "0")
+    wait_for(lambda: len(documents(env)) == 2)
+    time.sleep(4)  # time enough for a second submission, if there were one
+    watch.stop()
+    assert sorted(Path(d.path).name for d in documents(env)) == ["sent.pdf", "unsent.pdf"]
     with db.session() as s:
         outcomes = {Path(f.path).name: f.outcome for f in s.scalars(select(WatchedFile))}
     assert outcomes == {"sent.pdf": "submitted", "unsent.pdf": "submitted"}
