@@ -111,6 +111,11 @@ def test_a_file_written_slowly_is_imported_once_after_it_is_complete(
         time.sleep(3)  # a pause longer than it: the start of a PDF, without its end
         assert documents(env) == [], "a PDF without its end was read"
         handle.write(data[half:])
+        for page in range(5):  # then an update appended, as some scanners add pages
+            handle.flush()
+            time.sleep(0.3)
+            handle.write(f"% page {page}\n%%EOF\n".encode())
+            data += f"% page {page}\n%%EOF\n".encode()
     wait_for(lambda: documents(env))
     time.sleep(2)  # time enough for a second submission, if there were one
     (doc,) = documents(env)
@@ -131,9 +136,10 @@ def test_a_file_renamed_into_the_folder_is_imported(
     watch = watching(str(folder), "--settle", "0.5")
     (staging / "moved.pdf").write_bytes(pdf(2))
     os.rename(staging / "moved.pdf", folder / "sub" / "moved.pdf")
+    wait_for(lambda: documents(env), timeout=30)
     (folder / "new").mkdir()  # a folder made after the start is watched too
     (staging / "deeper.pdf").write_bytes(pdf(3))
-    time.sleep(0.5)
+    time.sleep(1)  # the watch has seen the new folder and waits for the next event
     os.rename(staging / "deeper.pdf", folder / "new" / "deeper.pdf")
     wait_for(lambda: len(documents(env)) == 2, timeout=30)
     assert {Path(d.path).name for d in documents(env)} == {"moved.pdf", "deeper.pdf"}
@@ -223,6 +229,7 @@ def test_poll_imports_from_a_folder_inotify_cannot_see(
         (written / "probe.txt").write_text("x")
         assert probe.read(timeout=500) == [], "the stand-in is not blind to inotify"
         assert (watched / "probe.txt").exists(), "the stand-in does not show the files"
+    (written / "probe.txt").unlink()
     watch = watching(str(watched), "--settle", "0.5", "--poll", "0.5")
     (written / "remote.pdf").write_bytes(pdf(8))
     wait_for(lambda: documents(env), timeout=30)

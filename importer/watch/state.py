@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from importer.db.engine import Database
 from importer.db.lifecycle import close_batch_if_done
@@ -30,6 +30,11 @@ from importer.submit import new_batch_id, stored_path
 log = logging.getLogger(__name__)
 
 _CHUNK = 500  # paths per IN (...) list
+_DECIDE = (
+    update(WatchedFile)
+    .where(WatchedFile.id == bindparam("row_id"))
+    .values(outcome=bindparam("new_outcome"), reason=bindparam("new_reason"))
+)
 
 
 class Outcome(enum.StrEnum):
@@ -193,6 +198,7 @@ class WatchState:
         ):
             found[(batch, path)] = (status, error)  # the newest of a path last
         decided: list[Decided] = []
+        rows_out: list[dict[str, object]] = []
         for key, (row_id, path, note) in by_stored.items():
             doc = found.get(key)
             reason: str | None
@@ -209,12 +215,10 @@ class WatchState:
                 outcome, reason = Outcome.failed, doc[1]
             else:
                 outcome, reason = Outcome.submitted, None
-            s.execute(
-                update(WatchedFile)
-                .where(WatchedFile.id == row_id)
-                .values(outcome=outcome.value, reason=reason, decided_at=utcnow())
-            )
+            rows_out.append({"row_id": row_id, "new_outcome": outcome.value, "new_reason": reason})
             decided.append(Decided(path, outcome, reason))
+        if rows_out:
+            s.connection().execute(_DECIDE.values(decided_at=utcnow()), rows_out)
         return decided
 
     def close_batch(self) -> str | None:
