@@ -253,7 +253,10 @@ def test_a_network_file_system_is_polled(tmp_path: Path) -> None:
     assert not blind_to_inotify("ext4") and not blind_to_inotify("tmpfs")
 
 
-def test_once_filters_bad_files_and_rolling_batches(env: dict[str, str], tmp_path: Path) -> None:
+def test_once_filters_bad_files_and_rolling_batches(
+    env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    env = {**env, "IMPORTER_DATABASE_URL": database_url}
     folder = tmp_path / "scans"
     folder.mkdir()
     for n in range(4):

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from inotify_simple import INotify, flags
+from inotify_simple import Event, INotify, flags
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class InotifySource:
                 self._take(self._inotify.read(timeout=100))
                 return
 
-    def _take(self, events: list) -> None:  # type: ignore[type-arg]
+    def _take(self, events: list[Event]) -> None:
         for event in events:
             if event.mask & flags.Q_OVERFLOW:
                 log.warning("inotify queue overflowed: a full pass will find what was missed")

@@ -157,6 +157,7 @@ class WatchState:
                             "mtime_ns": f.mtime_ns,
                             "outcome": Outcome.pending.value,
                             "batch_id": batch_id,
+                            # noted for the outcome of a file submit records nothing of
                             "reason": None if f.looks_pdf else "not a PDF",
                             "decided_at": now,
                         }
