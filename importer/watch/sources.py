@@ -39,6 +39,7 @@ NETWORK_FS = frozenset(
     }
 )
 RESCAN_SECONDS = 600.0  # with inotify: a full pass at least this often all the same
+QUIET_MS = 20  # events this close together make one pass
 _EVENTS = (
     flags.CLOSE_WRITE
     | flags.MOVED_TO
@@ -125,7 +126,7 @@ class InotifySource:
             left -= step
             if events:
                 self._take(events)
-                self._take(self._inotify.read(timeout=100))
+                self._take(self._inotify.read(timeout=QUIET_MS))
                 return
 
     def _take(self, events: list[Event]) -> None:
