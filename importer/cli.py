@@ -176,6 +176,121 @@ def submit(
 
 
 @app.command()
+def watch(
+    dirs: Annotated[list[str], typer.Argument(help="Folders that PDFs are dropped into.")],
+    email: Email,
+    settle: Annotated[
+        float,
+        typer.Option(
+            "--settle",
+            min=0,
+            metavar="SECONDS",
+            help="A file is taken once its size and modification time have not changed for"
+            " SECONDS and, if it starts as a PDF, its end (%%EOF) is there: a scan still"
+            " being written is not read.",
+        ),
+    ] = 5.0,
+    poll: Annotated[
+        float | None,
+        typer.Option(
+            "--poll",
+            min=0.1,
+            metavar="SECONDS",
+            help="Look every SECONDS instead of listening to inotify. Chosen by itself (every"
+            " 30 s) for a folder on NFS, SMB/CIFS, sshfs or another network or FUSE file"
+            " system, where inotify does not see files written by other hosts.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_every: Annotated[
+        float,
+        typer.Option(
+            "--batch-every",
+            min=0,
+            metavar="MINUTES",
+            help="Close the batch MINUTES after it opened: each batch gets its one e-mail"
+            " when its documents are done, and the next file opens a new one (0: a batch"
+            " per pass).",
+        ),
+    ] = 60.0,
+    batch_files: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-files",
+            min=1,
+            metavar="N",
+            help="Also close the batch once it holds N documents.",
+            show_default=False,
+        ),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option(
+            "--once",
+            help="One pass, then exit (for cron): files still changing are left for the"
+            " next run; the batch stays open across runs until --batch-every.",
+        ),
+    ] = False,
+    no_recursive: Annotated[
+        bool, typer.Option("--no-recursive", help="Only the top level.")
+    ] = False,
+    include: Annotated[
+        list[str] | None,
+        typer.Option("--include", help="Only names matching this glob (repeatable)."),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option("--exclude", help="Skip names matching this glob (repeatable)."),
+    ] = None,
+    lang: Lang = "eng",
+    notify: Notify = NotifyMode.batch,
+    text_layer: TextLayer = None,
+) -> None:
+    """Import PDFs dropped into folders (a scanner's share) without a command for each.
+
+    Skipped as by submit: files already imported (the same sha256), --include/--exclude.
+
+    The same links and IMPORTER_ALLOWED_ROOTS as submit: files are read only under DIRs.
+
+    Its decisions are in the database: restarted, it sends no file twice, misses none.
+
+    Progress and every skip are logged to stderr.
+
+    Example, a batch a day: importer watch /srv/scans --email office@example.com
+    --batch-every 1440
+
+    From cron, every 10 minutes: importer watch /srv/scans --email office@example.com --once"""
+    from importer.commands import inline_options
+    from importer.languages import check_lang
+    from importer.notify import validate_address
+    from importer.submit import SubmitOptions
+    from importer.watch.command import WatchOptions, do_watch
+
+    settings = _settings()
+    logging.getLogger("importer").setLevel(
+        min(logging.getLogger().getEffectiveLevel(), logging.INFO)
+    )
+    opts = WatchOptions(
+        submit=SubmitOptions(
+            email=validate_address(email),
+            recursive=not no_recursive,
+            include=include or [],
+            exclude=exclude or [],
+            lang=check_lang(lang),
+            notify=notify,
+            text_layer=text_layer or settings.text_layer,
+            **inline_options(settings, False),
+        ),
+        settle=settle,
+        poll=poll,
+        batch_every=batch_every,
+        batch_files=batch_files,
+        once=once,
+    )
+    raise typer.Exit(do_watch(settings, dirs, opts, err=err))
+
+
+@app.command()
 def worker(
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Worker processes.")

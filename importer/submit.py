@@ -323,12 +323,33 @@ def submit(
     says how many were queued; a batch of which no job was accepted is removed.
     """
     confine, files = walk(paths, opts, roots)
-    result = SubmitResult(batch_id=None if opts.dry_run else new_batch_id())
+    return submit_files(db, gio, keyring, confine, files, opts, progress=progress, notice=notice)
+
+
+def submit_files(
+    db: Database | None,
+    gio: GearmanIO | None,
+    keyring: payload.Keyring,
+    confine: Sequence[Path],
+    files: Iterable[str],
+    opts: SubmitOptions,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    notice: Callable[[str], None] | None = None,
+    into: str | None = None,
+) -> SubmitResult:
+    """`submit` for files already walked (`walk`), read only under `confine`.
+
+    With `into`, the files join that batch, whose row the caller made (`importer watch`):
+    its total is left unset, so it stays open until the caller closes it, and when
+    gearmand goes away its earlier documents stay, whatever this call got sent.
+    """
+    result = SubmitResult(batch_id=None if opts.dry_run else into or new_batch_id())
     if opts.dry_run or db is None:
         _dry_run(db, files, confine, opts, result, progress)
         return result
     assert gio is not None and result.batch_id is not None
-    pipeline = _Pipeline(db, gio, keyring, opts, result, confine)
+    pipeline = _Pipeline(db, gio, keyring, opts, result, confine, joined=into is not None)
     seen = 0
     try:
         for group in _groups(files, GROUP_SIZE):
@@ -450,13 +471,17 @@ class _Pipeline:
         opts: SubmitOptions,
         result: SubmitResult,
         confine: Sequence[Path] = (),
+        *,
+        joined: bool = False,
     ) -> None:
         self.db = db
         self.gio = gio
         self.keyring = keyring
         self.opts = opts
         self.result = result
-        self.batch_id: str | None = None  # set once the batch row exists
+        self.joined = joined  # adding to an open batch that someone else closes
+        # set once the batch row exists
+        self.batch_id: str | None = result.batch_id if joined else None
         self.accepted = 0  # jobs gearmand accepted, handles stored or not
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="submit-send")
         self._in_flight: _InFlight | None = None
@@ -619,24 +644,24 @@ class _Pipeline:
             return
         if self.inline is not None:
             self.result.submitted = self.inline.queued
+        totals: dict[str, Any] = {
+            "total": self.result.submitted
+            + self.result.not_pdf
+            + self.result.too_large
+            + self.result.bad_name
+            + self.result.refused,
+            "skipped": self.result.skipped,
+        }
+        if self.joined:
+            totals = {"skipped": Batch.skipped + self.result.skipped}
         with self.db.session() as s:
             store_handles(s, self._handles)
-            s.execute(
-                update(Batch)
-                .where(Batch.id == self.batch_id)
-                .values(
-                    total=self.result.submitted
-                    + self.result.not_pdf
-                    + self.result.too_large
-                    + self.result.bad_name
-                    + self.result.refused,
-                    skipped=self.result.skipped,
-                )
-            )
+            s.execute(update(Batch).where(Batch.id == self.batch_id).values(**totals))
         self._handles = []
         if self.inline is not None:
             self.inline.serve(self.batch_id, progress, notice)
-        close_batch_if_done(self.db, self.batch_id)
+        if not self.joined:
+            close_batch_if_done(self.db, self.batch_id)
 
     def abandon(self, error: GearmanUnavailable, files_seen: int) -> None:
         """gearmand went away: keep what it accepted, mark the rest failed, and raise.
@@ -654,7 +679,7 @@ class _Pipeline:
             unsent = self.inline.unsent(batch_id)
         with self.db.session() as s:
             store_handles(s, self._handles)
-            if self.accepted == 0:
+            if self.accepted == 0 and not self.joined:
                 s.execute(delete(Document).where(Document.batch_id == batch_id))
                 s.execute(delete(Batch).where(Batch.id == batch_id))
             else:
@@ -672,21 +697,25 @@ class _Pipeline:
                             finished_at=now,
                         )
                     )
-                total = s.scalar(
-                    select(func.count()).select_from(Document).where(Document.batch_id == batch_id)
-                )
-                s.execute(
-                    update(Batch)
-                    .where(Batch.id == batch_id)
-                    .values(total=total or 0, skipped=self.result.skipped)
-                )
+                if not self.joined:
+                    total = s.scalar(
+                        select(func.count())
+                        .select_from(Document)
+                        .where(Document.batch_id == batch_id)
+                    )
+                    s.execute(
+                        update(Batch)
+                        .where(Batch.id == batch_id)
+                        .values(total=total or 0, skipped=self.result.skipped)
+                    )
         self._handles, self._recorded = [], {}
-        if self.accepted == 0:
+        if self.accepted == 0 and not self.joined:
             self.batch_id = self.result.batch_id = None
             raise GearmanUnavailable(
                 f"gearmand accepted no job of this submit, so nothing was recorded: {error.message}"
             ) from error
-        close_batch_if_done(self.db, batch_id)
+        if not self.joined:
+            close_batch_if_done(self.db, batch_id)
         raise GearmanUnavailable(
             f"gearmand went away during the submit, after {files_seen} files were read: "
             f"{self.accepted} documents of batch {batch_id} were queued, {len(unsent)} were "

@@ -17,7 +17,7 @@ import pytest
 from workers.supervisor import DRAIN_SECONDS
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
-UNITS = ["importer-gearmand.service", "importer-worker@.service"]
+UNITS = ["importer-gearmand.service", "importer-worker@.service", "importer-watch.service"]
 WORKER = "importer-worker@.service"
 
 Unit = dict[str, dict[str, list[str]]]
@@ -238,3 +238,14 @@ def test_supervisord_worker_drains_and_numbers_its_processes() -> None:
     assert float(worker["stopwaitsecs"]) >= DRAIN_SECONDS + 10, "killed before the drain ends"
     if int(worker.get("numprocs", "1")) > 1:
         assert "%(process_num)" in worker["process_name"], "numprocs needs numbered names"
+
+
+def test_watch_unit_watches_a_folder_for_an_address() -> None:
+    parsed = parse_unit(DEPLOY / "importer-watch.service")
+    (start,) = parsed["Service"]["ExecStart"]
+    argv = shlex.split(start)
+    assert argv[1] == "watch", argv
+    assert "--email" in argv and not argv[2].startswith("-"), f"no folder or address: {argv}"
+    assert "remote-fs.target" in " ".join(parsed["Unit"].get("After", [])), (
+        "a watched network share must be mounted before the watch starts"
+    )

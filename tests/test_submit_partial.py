@@ -281,3 +281,28 @@ def test_duplicates_in_different_groups_are_skipped(
         result = submit.submit(db, gio, KEYRING, [str(folder)], submit.SubmitOptions(email=EMAIL))
     assert (result.submitted, result.skipped) == (25, 1)
     assert len(documents(db)) == 25
+
+
+def test_gearmand_dying_while_files_join_an_open_batch_keeps_the_batch_open(
+    db: Database, gearmand: GearmandProcess, crash: Callable[..., Crash], tmp_path: Path
+) -> None:
+    """`importer watch` adds files to a batch it closes later: a submission of which
+    gearmand accepted nothing deletes neither the batch nor its earlier documents, and
+    leaves its total unset (open)."""
+    opts = submit.SubmitOptions(email=EMAIL)
+    confine, walked = submit.walk([str(pdfs(tmp_path / "in", 6))], opts, ())
+    files = list(walked)
+    with db.session() as s:
+        s.add(Batch(id="open-batch", email=EMAIL))
+    with GearmanIO([gearmand.address], timeout=5) as gio:
+        submit.submit_files(db, gio, KEYRING, confine, files[:3], opts, into="open-batch")
+        crash(gearmand, on_send=1, after=0)
+        with pytest.raises(GearmanUnavailable):
+            submit.submit_files(db, gio, KEYRING, confine, files[3:], opts, into="open-batch")
+    docs = documents(db)
+    assert len(docs) == 6 and {d.batch_id for d in docs} == {"open-batch"}
+    assert [d.status for d in docs].count(DocStatus.queued) == 3
+    assert all("gearmand was unreachable" in (d.error or "") for d in docs[3:])
+    with db.session() as s:
+        batch = s.get(Batch, "open-batch")
+        assert batch is not None and batch.total == 0 and batch.finished_at is None

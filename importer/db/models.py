@@ -201,3 +201,35 @@ class SigningKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     seq: Mapped[int] = mapped_column(Integer, default=0)  # higher: introduced later
+
+
+class Watch(Base):
+    """One `importer watch` of some directories for one address: the batch it is filling."""
+
+    __tablename__ = "watches"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)  # importer.watch.state
+    dirs: Mapped[str] = mapped_column(Text)  # for people: the directories, one a line
+    batch_id: Mapped[str | None] = mapped_column(
+        ForeignKey("batches.id", ondelete="SET NULL"), nullable=True
+    )
+    batch_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WatchedFile(Base):
+    """A file a watch has decided on, as it was then (size, mtime): it is looked at again
+    only once either changes. `pending` while its submission is under way."""
+
+    __tablename__ = "watched_files"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    watch: Mapped[str] = mapped_column(ForeignKey("watches.key", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_watched_files_watch_path", "watch", "path", unique=True),)
