@@ -46,6 +46,15 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 Paths = Annotated[list[str], typer.Argument(help="Files or directories of PDFs.")]
 Email = Annotated[str, typer.Option("--email", help="Who gets the summary e-mail.")]
 Lang = Annotated[str, typer.Option("--lang", help="Tesseract languages, e.g. eng+deu.")]
+NoRecursive = Annotated[bool, typer.Option("--no-recursive", help="Only the top level.")]
+Include = Annotated[
+    list[str] | None,
+    typer.Option("--include", help="Only names matching this glob (repeatable)."),
+]
+Exclude = Annotated[
+    list[str] | None,
+    typer.Option("--exclude", help="Skip names matching this glob (repeatable)."),
+]
 Notify = Annotated[
     NotifyMode, typer.Option("--notify", help="One e-mail per batch, per document, or none.")
 ]
@@ -116,17 +125,9 @@ def _root(
 def submit(
     paths: Paths,
     email: Email,
-    no_recursive: Annotated[
-        bool, typer.Option("--no-recursive", help="Only the top level.")
-    ] = False,
-    include: Annotated[
-        list[str] | None,
-        typer.Option("--include", help="Only names matching this glob (repeatable)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", help="Skip names matching this glob (repeatable)."),
-    ] = None,
+    no_recursive: NoRecursive = False,
+    include: Include = None,
+    exclude: Exclude = None,
     priority: Annotated[Priority, typer.Option("--priority")] = Priority.normal,
     lang: Lang = "eng",
     notify: Notify = NotifyMode.batch,
@@ -231,17 +232,9 @@ def watch(
             " next run; the batch stays open across runs until --batch-every.",
         ),
     ] = False,
-    no_recursive: Annotated[
-        bool, typer.Option("--no-recursive", help="Only the top level.")
-    ] = False,
-    include: Annotated[
-        list[str] | None,
-        typer.Option("--include", help="Only names matching this glob (repeatable)."),
-    ] = None,
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option("--exclude", help="Skip names matching this glob (repeatable)."),
-    ] = None,
+    no_recursive: NoRecursive = False,
+    include: Include = None,
+    exclude: Exclude = None,
     lang: Lang = "eng",
     notify: Notify = NotifyMode.batch,
     text_layer: TextLayer = None,

@@ -19,7 +19,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-
 STOP_SECONDS = 15.0  # for the hosts' processes to stop on SIGTERM before they are killed
 
 
