@@ -37,6 +37,7 @@ from importer.outbox_report import mail_lines
 from importer.report_text import printable
 from importer.states import NotifyMode, TextLayerMode
 from importer.status import BatchStatus, documents, overview, unfinished
+from importer.stop_signals import inside_held
 from importer.submit import SubmitOptions
 from workers.supervisor import Supervisor, WorkerOptions
 
@@ -113,8 +114,8 @@ def _in_our_code(frame: FrameType | None) -> bool:
     there unwinds through `with` and `finally`. Raised inside logging, threading or another
     library, between a lock's acquire and the `try` that releases it (an at-fork hook of
     logging's, seen here), it leaves that lock held for ever, or is swallowed."""
-    while frame is not None and frame.f_globals.get("__name__") == "signal":
-        frame = frame.f_back  # its thin wrappers, such as the unblocking that let it in
+    if inside_held(frame):
+        return False  # a step that must not be cut in two: taken once it returns
     module = frame.f_globals.get("__name__", "") if frame is not None else ""
     return module.partition(".")[0] in {"importer", "workers"}
 

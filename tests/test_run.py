@@ -135,8 +135,8 @@ def test_a_stop_signal_inside_a_library_waits_for_our_own_code() -> None:
 
     from importer.run import _stopped_by_signals
 
-    in_logging = SimpleNamespace(f_globals={"__name__": "logging"})
-    in_run = SimpleNamespace(f_globals={"__name__": "importer.run"})
+    in_logging = SimpleNamespace(f_globals={"__name__": "logging"}, f_code=None, f_back=None)
+    in_run = SimpleNamespace(f_globals={"__name__": "importer.run"}, f_code=None, f_back=None)
     with _stopped_by_signals():
         stop, again = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGALRM)
         assert callable(stop) and callable(again)
@@ -154,8 +154,8 @@ def test_a_stop_signal_while_a_worker_starts_leaves_no_worker_unstopped(
 ) -> None:
     """The run's handler raised SystemExit between a worker's fork and its record in the
     supervisor: nobody stopped that worker, and multiprocessing's exit hook waited on it for
-    ever (the SIGTERM test hung so, sent just as the workers started). The signals are held
-    from the fork to the record."""
+    ever (the SIGTERM test hung so, sent just as the workers started). The exit waits for
+    the record."""
     from multiprocessing.process import BaseProcess
 
     from importer.config import Settings
@@ -165,8 +165,9 @@ def test_a_stop_signal_while_a_worker_starts_leaves_no_worker_unstopped(
     # the signal lands just after the fork, in code the handler counts as the importer's own
     ours: dict[str, Any] = {"__name__": "workers.supervisor", "os": os, "signal": signal}
     ours["start"] = BaseProcess.start
-    exec("def start_then_stop(proc):\n    start(proc)\n    os.kill(os.getpid(), signal.SIGTERM)",
-         ours)  # fmt: skip
+    ours["time"] = time
+    exec("def start_then_stop(proc):\n    start(proc)\n    os.kill(os.getpid(), signal.SIGTERM)\n"
+         "def next_step():\n    time.sleep(5)", ours)  # fmt: skip
     monkeypatch.setattr(BaseProcess, "start", ours["start_then_stop"])
     sup = Supervisor(
         Settings(data_dir=tmp_path / "data", weak_isolation=True), WorkerOptions(concurrency=1)
@@ -174,6 +175,7 @@ def test_a_stop_signal_while_a_worker_starts_leaves_no_worker_unstopped(
     try:
         with pytest.raises(SystemExit), _stopped_by_signals():
             sup._start(0)
+            ours["next_step"]()  # the signal is taken here, in the run's next step
         assert 0 in sup.children, "a worker was forked that the supervisor does not know"
     finally:
         monkeypatch.undo()

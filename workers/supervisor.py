@@ -34,6 +34,7 @@ from importer.mail import MailServerDown, check_server
 from importer.outbox import MAIL_RETRY, deliver_pending, hold_due
 from importer.requeue import requeue_stale
 from importer.smtp_bounded import Deadline
+from importer.stop_signals import held
 from workers import engine, isolation, walls
 from workers.job import JobContext, StopNow
 from workers.loop import install_signal_handlers, owner_name, work
@@ -45,12 +46,6 @@ DRAIN_SECONDS = 60.0
 RESTART = Backoff(base=0.5, cap=30.0)  # a slot whose worker died: 0.5 s, 1 s, ... 30 s
 STABLE_SECONDS = 60.0  # a worker that ran this long before dying starts its backoff afresh
 DELIVERY_SECONDS = 0.5  # how soon a queued e-mail leaves
-
-# Held while a child is started and recorded: a stop signal whose handler raised between
-# the fork and the record would leave a child nobody stops, and multiprocessing's exit
-# hook would wait on it for ever. The child starts with them held and lets them go once
-# its own handlers are in place.
-HELD_SIGNALS = frozenset({signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGALRM})
 
 
 @dataclass(frozen=True)
@@ -71,6 +66,12 @@ def _child_main(settings_data: dict[str, Any], opts: WorkerOptions, slot: int = 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     isolation.make_non_dumpable()  # its environment and memory hold keys and passwords
     settings = Settings(**settings_data)
+    engine.configure(
+        child_user=isolation.child_user(settings.child_user, slot),
+        hidden=[*settings.roots, settings.data_dir.resolve()],
+        weak=settings.weak_isolation,
+    )
+    engine.start_forkserver()  # it imports the reader while we connect
     stop = threading.Event()
     busy = threading.Event()
     install_signal_handlers(stop, busy)
@@ -81,15 +82,6 @@ def _child_main(settings_data: dict[str, Any], opts: WorkerOptions, slot: int = 
 
     try:
         with contextlib.suppress(StopNow):
-            # a stop that came while we started takes effect here, before the fork server
-            # (which would inherit the held signals) exists
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
-            engine.configure(
-                child_user=isolation.child_user(settings.child_user, slot),
-                hidden=[*settings.roots, settings.data_dir.resolve()],
-                weak=settings.weak_isolation,
-            )
-            engine.start_forkserver()  # it imports the reader while we connect
             _work(make_ctx, settings, opts, stop, busy)
     finally:
         engine.stop_forkserver()
@@ -129,6 +121,7 @@ class Supervisor:
         except (ValueError, walls.WallsMissing) as e:
             raise ConfigError(str(e)) from e
 
+    @held  # a stop between the fork and the record would leave a worker nobody stops
     def _start(self, slot: int) -> None:
         method = "fork" if threading.active_count() == 1 else "spawn"
         context: Any = mp.get_context(method)
@@ -138,12 +131,8 @@ class Supervisor:
             name=f"worker-{slot}",
             daemon=False,
         )
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
-        try:
-            proc.start()
-            self.children[slot] = proc
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        proc.start()
+        self.children[slot] = proc
         self.started_at[slot] = time.monotonic()
         assert proc.pid is not None
         self.owners[slot] = Owner.of(proc.pid).encode()  # what its leases will name
